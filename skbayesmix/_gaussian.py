@@ -1,0 +1,648 @@
+"""NumPy maths for a fitted variational Gaussian mixture: predictive densities."""
+
+import numpy as np
+from scipy import linalg
+from scipy.special import gammaln, logsumexp
+from sklearn.utils import gen_batches
+
+# Bound on the largest temporary, of shape (n_rows, n_components, n_features),
+# built while evaluating one chunk of rows. A few such temporaries coexist, so
+# the working set stays near 32 MB whatever the number of samples.
+_CHUNK_BYTES = 8 * 2**20
+
+
+def _compute_precision_cholesky(covariances, covariance_type):
+    """Compute the Cholesky factors of the precision matrices.
+
+    Same result and conventions as
+    ``sklearn.mixture._gaussian_mixture._compute_precision_cholesky``.
+
+    Parameters
+    ----------
+    covariances : ndarray
+        Covariances of the components. The shape depends on `covariance_type`:
+
+        - 'full' : shape of (n_components, n_features, n_features)
+        - 'tied' : shape of (n_features, n_features)
+        - 'diag' : shape of (n_components, n_features)
+        - 'spherical' : shape of (n_components,)
+
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}
+        Structure of the covariances.
+
+    Returns
+    -------
+    precisions_cholesky : ndarray
+        Same shape and dtype as `covariances`. For 'full' and 'tied', the
+        upper-triangular U with inv(covariance) = U @ U.T; for 'diag' and
+        'spherical', 1 / sqrt(covariances).
+
+    Raises
+    ------
+    ValueError
+        If a covariance is not positive definite.
+    """
+    covariances = np.asarray(covariances)
+    if covariance_type in ("full", "tied"):
+        stacked = covariances if covariance_type == "full" else covariances[None]
+        precisions_cholesky = np.empty_like(stacked)
+        for k, covariance in enumerate(stacked):
+            precisions_cholesky[k] = _precision_cholesky_of(covariance, k)
+        if covariance_type == "tied":
+            return precisions_cholesky[0]
+        return precisions_cholesky
+    # `not > 0` also rejects NaN.
+    if not np.all(covariances > 0):
+        raise ValueError(
+            "Some covariances are not strictly positive, so their precisions "
+            "are undefined (for instance caused by collapsed samples). Try to "
+            "decrease the number of components, increase reg_covar, or scale "
+            "the input data."
+        )
+    return 1.0 / np.sqrt(covariances)
+
+
+def _precision_cholesky_of(covariance, component):
+    """Compute the upper Cholesky factor U of one precision, inv(cov) = U @ U.T.
+
+    Parameters
+    ----------
+    covariance : ndarray of shape (n_features, n_features)
+        Symmetric positive definite covariance matrix.
+
+    component : int
+        Index of the component, only used in the error message.
+
+    Returns
+    -------
+    precision_cholesky : ndarray of shape (n_features, n_features)
+        Upper-triangular factor, same dtype as `covariance`.
+    """
+    try:
+        cov_cholesky = linalg.cholesky(covariance, lower=True)
+    except ValueError as exc:  # LinAlgError and non-finite entries
+        message = (
+            f"The covariance matrix of component {component} is not positive "
+            "definite (for instance caused by singleton or collapsed samples), "
+            "so its precision Cholesky factor is undefined. Try to decrease the "
+            "number of components, increase reg_covar, or scale the input data."
+        )
+        if covariance.dtype == np.float32:
+            message += " Passing float64 data instead of float32 may also help."
+        raise ValueError(message) from exc
+    # inv(L).T is upper triangular and inv(L).T @ inv(L) = inv(L @ L.T).
+    identity = np.eye(covariance.shape[0], dtype=cov_cholesky.dtype)
+    return linalg.solve_triangular(cov_cholesky, identity, lower=True).T
+
+
+def _compute_precisions(precisions_cholesky, covariance_type):
+    """Compute the precisions from their Cholesky factors.
+
+    Parameters
+    ----------
+    precisions_cholesky : ndarray
+        Output of :func:`_compute_precision_cholesky`; shape depends on
+        `covariance_type` as for the covariances.
+
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}
+        Structure of the covariances.
+
+    Returns
+    -------
+    precisions : ndarray
+        Same shape as `precisions_cholesky`: U @ U.T for 'full' (per component)
+        and 'tied', precisions_cholesky ** 2 otherwise.
+    """
+    if covariance_type == "full":
+        return np.matmul(precisions_cholesky, np.swapaxes(precisions_cholesky, 1, 2))
+    if covariance_type == "tied":
+        return precisions_cholesky @ precisions_cholesky.T
+    return precisions_cholesky**2
+
+
+def _compute_log_det_cholesky(precisions_cholesky, covariance_type, n_features):
+    """Compute log det(U) per component, which is -0.5 * log det(covariance).
+
+    Parameters
+    ----------
+    precisions_cholesky : ndarray
+        Output of :func:`_compute_precision_cholesky`.
+
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}
+        Structure of the covariances.
+
+    n_features : int
+        Number of features.
+
+    Returns
+    -------
+    log_det_cholesky : ndarray of shape (n_components,) or scalar for 'tied'
+        Log determinant of the precision Cholesky factor.
+    """
+    if covariance_type == "full":
+        return np.sum(np.log(np.diagonal(precisions_cholesky, axis1=1, axis2=2)), 1)
+    if covariance_type == "tied":
+        return np.sum(np.log(np.diag(precisions_cholesky)))
+    if covariance_type == "diag":
+        return np.sum(np.log(precisions_cholesky), axis=1)
+    return n_features * np.log(precisions_cholesky)
+
+
+def _student_t_degrees_of_freedom(degrees_of_freedom, covariance_type, n_features):
+    """Compute the degrees of freedom of each component's predictive Student-t.
+
+    Parameters
+    ----------
+    degrees_of_freedom : ndarray of shape (n_components,) or scalar
+        Degrees of freedom nu of the Wishart ('full', 'tied') or Gamma
+        ('diag', 'spherical') posterior; a scalar for 'tied'.
+
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}
+        Structure of the covariances.
+
+    n_features : int
+        Number of features D.
+
+    Returns
+    -------
+    student_df : ndarray of shape (n_components,) or scalar for 'tied'
+        nu + 1 - D for 'full' and 'tied', nu for 'diag' (per dimension), and
+        D * nu for 'spherical'.
+    """
+    degrees_of_freedom = np.asarray(degrees_of_freedom, dtype=np.float64)
+    if covariance_type in ("full", "tied"):
+        return degrees_of_freedom + 1.0 - n_features
+    if covariance_type == "diag":
+        return degrees_of_freedom
+    return n_features * degrees_of_freedom
+
+
+def _student_t_scale_factor(
+    mean_precision, degrees_of_freedom, student_df, covariance_type
+):
+    """Compute c_k such that the Student-t scale is c_k * covariances_[k].
+
+    Parameters
+    ----------
+    mean_precision : ndarray of shape (n_components,)
+        Precision scale beta of the posterior on the means.
+
+    degrees_of_freedom : ndarray of shape (n_components,) or scalar
+        Degrees of freedom nu of the Wishart or Gamma posterior.
+
+    student_df : ndarray of shape (n_components,) or scalar
+        Output of :func:`_student_t_degrees_of_freedom`.
+
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}
+        Structure of the covariances.
+
+    Returns
+    -------
+    scale_factor : ndarray of shape (n_components,)
+        c = nu * (1 + beta) / (beta * df) for 'full' and 'tied', and
+        c = (1 + beta) / beta for 'diag' and 'spherical'.
+    """
+    mean_precision = np.asarray(mean_precision, dtype=np.float64)
+    # The extra 1 / beta is the uncertainty of the posterior mean.
+    scale_factor = (1.0 + mean_precision) / mean_precision
+    if covariance_type in ("full", "tied"):
+        # covariances_ = Psi / nu, while the t scale is Psi / df.
+        scale_factor = scale_factor * degrees_of_freedom / student_df
+    return scale_factor
+
+
+def _log_student_t_norm(student_df, scale_factor, log_det_cholesky, n_features, diag):
+    """Compute the log normalising constant of each component's Student-t.
+
+    For a D-variate t with df degrees of freedom and scale Sigma::
+
+        log Z = gammaln((df + D) / 2) - gammaln(df / 2) - D / 2 * log(pi * df)
+                - 1/2 * log det(Sigma)
+
+    with log det(Sigma) = D * log(c) - 2 * log det(U). For 'diag' the density
+    is a product of D univariate t's, so the gamma terms are counted D times
+    with D = 1 inside.
+
+    Parameters
+    ----------
+    student_df : ndarray of shape (n_components,)
+        Degrees of freedom of the Student-t's.
+
+    scale_factor : ndarray of shape (n_components,)
+        Output of :func:`_student_t_scale_factor`.
+
+    log_det_cholesky : ndarray of shape (n_components,)
+        Output of :func:`_compute_log_det_cholesky`.
+
+    n_features : int
+        Number of features D.
+
+    diag : bool
+        Whether the density is a product of univariate t's.
+
+    Returns
+    -------
+    log_norm : ndarray of shape (n_components,)
+        Float64 log normalising constants.
+    """
+    n_dims = 1 if diag else n_features
+    log_norm_per_block = (
+        gammaln(0.5 * (student_df + n_dims))
+        - gammaln(0.5 * student_df)
+        - 0.5 * n_dims * np.log(np.pi * student_df)
+    )
+    log_det_scale = n_features * np.log(scale_factor) - 2.0 * log_det_cholesky
+    return n_features / n_dims * log_norm_per_block - 0.5 * log_det_scale
+
+
+def _compute_student_t_whitening(
+    means, precisions_cholesky, covariance_type, student_df, scale_factor
+):
+    """Compute the map x -> y_k = (x - means[k]) @ W_k with ||y_k||^2 = q_k / df_k.
+
+    q_k is the squared Mahalanobis distance to means[k] under the Student-t
+    scale c_k * covariances_[k], so W_k = U_k / sqrt(c_k * df_k). All
+    components are stacked along the columns so that one chunk of rows is
+    whitened by a single product.
+
+    Parameters
+    ----------
+    means : ndarray of shape (n_components, n_features)
+        Locations of the Student-t's.
+
+    precisions_cholesky : ndarray
+        Output of :func:`_compute_precision_cholesky`.
+
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}
+        Structure of the covariances.
+
+    student_df : ndarray of shape (n_components,)
+        Output of :func:`_student_t_degrees_of_freedom`.
+
+    scale_factor : ndarray of shape (n_components,)
+        Output of :func:`_student_t_scale_factor`.
+
+    Returns
+    -------
+    whitening : ndarray of shape (n_features, n_components * n_features) or \
+            (n_components * n_features,)
+        The stacked W_k: a matrix for 'full' and 'tied', the diagonals only
+        for 'diag' and 'spherical'.
+
+    whitened_means : ndarray of shape (n_components * n_features,)
+        The stacked means[k] @ W_k.
+    """
+    n_components, n_features = means.shape
+    inv_sqrt_df_scale = 1.0 / np.sqrt(scale_factor * student_df)  # [K]
+    if covariance_type in ("full", "tied"):
+        precisions_cholesky = np.broadcast_to(
+            precisions_cholesky, (n_components, n_features, n_features)
+        )
+        whitening = precisions_cholesky * inv_sqrt_df_scale[:, None, None]
+        whitened_means = np.einsum("kj,kji->ki", means, whitening)  # [K, D]
+        whitening = np.moveaxis(whitening, 0, 1).reshape(n_features, -1)
+        return whitening, whitened_means.ravel()
+    if covariance_type == "spherical":
+        precisions_cholesky = precisions_cholesky[:, None]
+    whitening = np.broadcast_to(
+        precisions_cholesky * inv_sqrt_df_scale[:, None], (n_components, n_features)
+    )  # [K, D]
+    return whitening.ravel(), (means * whitening).ravel()
+
+
+def _estimate_log_student_t_kernel(
+    X, whitening, whitened_means, covariance_type, student_df
+):
+    """Estimate the unnormalised log Student-t density of each component.
+
+    With q the squared Mahalanobis distance of x to means[k] under the scale
+    c * covariances_[k], the kernel is::
+
+        -(df + D) / 2 * log(1 + q / df)
+
+    and for 'diag' the sum over dimensions of the univariate kernels
+    -(df + 1) / 2 * log(1 + q_d / df).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+        Input data, one chunk of rows.
+
+    whitening : ndarray
+        Output of :func:`_compute_student_t_whitening`, same dtype as `X`.
+
+    whitened_means : ndarray of shape (n_components * n_features,)
+        Output of :func:`_compute_student_t_whitening`, same dtype as `X`.
+
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}
+        Structure of the covariances.
+
+    student_df : ndarray of shape (n_components,)
+        Degrees of freedom of the Student-t's, same dtype as `X`.
+
+    Returns
+    -------
+    log_kernel : ndarray of shape (n_samples, n_components)
+        Unnormalised log densities.
+    """
+    n_samples, n_features = X.shape
+    n_components = student_df.shape[0]
+    if covariance_type in ("full", "tied"):
+        y = X @ whitening  # [n, K * D]
+    else:
+        # Elementwise, since a diagonal whitening as a matrix would cost D times
+        # the flops.
+        y = np.tile(X, (1, n_components))  # [n, K * D]
+        y *= whitening
+    y -= whitened_means
+    y = y.reshape(n_samples, n_components, n_features)  # [n, K, D]
+
+    if covariance_type == "diag":
+        np.square(y, out=y)
+        np.log1p(y, out=y)
+        # einsum sums a short last axis much faster than np.sum.
+        log_kernel = np.einsum("ikj->ik", y)  # [n, K]
+        log_kernel *= -0.5 * (student_df + 1.0)
+        return log_kernel
+    log_kernel = np.einsum("ikj,ikj->ik", y, y)  # [n, K], q / df
+    np.log1p(log_kernel, out=log_kernel)
+    log_kernel *= -0.5 * (student_df + n_features)
+    return log_kernel
+
+
+def _chunk_n_rows(n_components, n_features, itemsize):
+    """Compute how many rows of X one chunk holds under `_CHUNK_BYTES`.
+
+    Parameters
+    ----------
+    n_components : int
+        Number of components K.
+
+    n_features : int
+        Number of features D.
+
+    itemsize : int
+        Bytes per element of the computation dtype.
+
+    Returns
+    -------
+    n_rows : int
+        At least 1.
+    """
+    row_bytes = n_components * max(n_features, 1) * itemsize
+    return max(1, _CHUNK_BYTES // row_bytes)
+
+
+def _estimate_log_student_t_prob(
+    X,
+    means,
+    precisions_cholesky,
+    covariance_type,
+    mean_precision,
+    degrees_of_freedom,
+):
+    """Estimate the log posterior predictive density of each component.
+
+    Integrating out the Gaussian-Wishart (or Gaussian-Gamma) posterior of
+    component k gives a Student-t::
+
+        p_k(x) = St(x | means[k], c_k * covariances_[k], df_k)
+
+        'full', 'tied' : df_k = nu_k + 1 - D, c_k = nu_k (1 + beta_k) / (beta_k df_k)
+        'diag'         : product over d of univariate t's, df_k = nu_k,
+                         c_k = (1 + beta_k) / beta_k
+        'spherical'    : isotropic D-variate t, df_k = D nu_k,
+                         c_k = (1 + beta_k) / beta_k
+
+    Rows of `X` are processed in chunks so that the temporaries stay within
+    `_CHUNK_BYTES`, whatever `n_samples`.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+        Input data.
+
+    means : array-like of shape (n_components, n_features)
+        Posterior means of the components.
+
+    precisions_cholesky : array-like
+        Cholesky factors of the precisions, as returned by
+        :func:`_compute_precision_cholesky` from ``covariances_``:
+
+        - 'full' : shape of (n_components, n_features, n_features)
+        - 'tied' : shape of (n_features, n_features)
+        - 'diag' : shape of (n_components, n_features)
+        - 'spherical' : shape of (n_components,)
+
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}
+        Structure of the covariances.
+
+    mean_precision : array-like of shape (n_components,)
+        Precision scale beta of the posterior on the means.
+
+    degrees_of_freedom : array-like of shape (n_components,) or float
+        Degrees of freedom nu of the Wishart or Gamma posterior; a float is
+        accepted for 'tied'.
+
+    Returns
+    -------
+    log_prob : ndarray of shape (n_samples, n_components)
+        Log predictive density of each component at each row of `X`, in the
+        dtype ``np.result_type(X, means)``.
+    """
+    X = np.asarray(X)
+    means = np.asarray(means)
+    dtype = np.result_type(X, means)
+    X = X.astype(dtype, copy=False)
+    means = means.astype(dtype, copy=False)
+    precisions_cholesky = np.asarray(precisions_cholesky, dtype=dtype)
+    n_samples, n_features = X.shape
+    n_components = means.shape[0]
+
+    # Per-component constants in float64: gammaln((df + D) / 2) - gammaln(df / 2)
+    # cancels badly in float32 once df is in the thousands.
+    nu = np.broadcast_to(
+        np.asarray(degrees_of_freedom, dtype=np.float64), (n_components,)
+    )
+    student_df = _student_t_degrees_of_freedom(nu, covariance_type, n_features)
+    scale_factor = _student_t_scale_factor(
+        mean_precision, nu, student_df, covariance_type
+    )
+    log_det_cholesky = np.broadcast_to(
+        _compute_log_det_cholesky(
+            precisions_cholesky.astype(np.float64), covariance_type, n_features
+        ),
+        (n_components,),
+    )
+    log_norm = _log_student_t_norm(
+        student_df,
+        scale_factor,
+        log_det_cholesky,
+        n_features,
+        diag=covariance_type == "diag",
+    ).astype(dtype)
+
+    whitening, whitened_means = _compute_student_t_whitening(
+        means.astype(np.float64),
+        precisions_cholesky.astype(np.float64),
+        covariance_type,
+        student_df,
+        scale_factor,
+    )
+    whitening = whitening.astype(dtype)
+    whitened_means = whitened_means.astype(dtype)
+    student_df = student_df.astype(dtype)
+
+    log_prob = np.empty((n_samples, n_components), dtype=dtype)
+    n_rows = _chunk_n_rows(n_components, n_features, dtype.itemsize)
+    for rows in gen_batches(n_samples, n_rows):
+        log_prob[rows] = _estimate_log_student_t_kernel(
+            X[rows], whitening, whitened_means, covariance_type, student_df
+        )
+    log_prob += log_norm
+    return log_prob
+
+
+def _estimate_log_prob_resp(weighted_log_prob):
+    """Normalise weighted log densities into log responsibilities.
+
+    Parameters
+    ----------
+    weighted_log_prob : ndarray of shape (n_samples, n_components)
+        log(weights_[k]) + log p_k(x) for each sample and component.
+
+    Returns
+    -------
+    log_prob_norm : ndarray of shape (n_samples,)
+        log p(x) = logsumexp over components of `weighted_log_prob`.
+
+    log_resp : ndarray of shape (n_samples, n_components)
+        Log posterior probability of each component given each sample.
+    """
+    log_prob_norm = logsumexp(weighted_log_prob, axis=1)  # [n_samples]
+    log_resp = weighted_log_prob - log_prob_norm[:, np.newaxis]
+    return log_prob_norm, log_resp
+
+
+def _sample_student_t_mixture(
+    rng,
+    n_samples,
+    weights,
+    means,
+    covariances,
+    covariance_type,
+    mean_precision,
+    degrees_of_freedom,
+):
+    """Draw samples from the posterior predictive Student-t mixture.
+
+    Parameters
+    ----------
+    rng : numpy.random.RandomState
+        Source of randomness.
+
+    n_samples : int
+        Number of samples to draw.
+
+    weights : array-like of shape (n_components,)
+        Mixture weights.
+
+    means : array-like of shape (n_components, n_features)
+        Locations of the Student-t's.
+
+    covariances : array-like
+        ``covariances_`` of the fitted model; shape depends on
+        `covariance_type` as in :func:`_compute_precision_cholesky`.
+
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}
+        Structure of the covariances.
+
+    mean_precision : array-like of shape (n_components,)
+        Precision scale beta of the posterior on the means.
+
+    degrees_of_freedom : array-like of shape (n_components,) or float
+        Degrees of freedom nu of the Wishart or Gamma posterior.
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, n_features)
+        Float64 samples, grouped by component in component order.
+
+    y : ndarray of shape (n_samples,)
+        Int64 component label of each sample.
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    means = np.asarray(means, dtype=np.float64)
+    covariances = np.asarray(covariances, dtype=np.float64)
+    n_components, n_features = means.shape
+    nu = np.broadcast_to(
+        np.asarray(degrees_of_freedom, dtype=np.float64), (n_components,)
+    )
+    student_df = _student_t_degrees_of_freedom(nu, covariance_type, n_features)
+    scale_factor = _student_t_scale_factor(
+        mean_precision, nu, student_df, covariance_type
+    )
+
+    # float32 weights can sum past 1 in float64, which multinomial rejects.
+    counts = rng.multinomial(n_samples, weights / weights.sum())
+    X = np.empty((n_samples, n_features), dtype=np.float64)
+    start = 0
+    for k, count in enumerate(counts):
+        covariance = covariances if covariance_type == "tied" else covariances[k]
+        X[start : start + count] = means[k] + _sample_centred_student_t(
+            rng,
+            count,
+            scale_factor[k] * covariance,
+            covariance_type,
+            student_df[k],
+            n_features,
+        )
+        start += count
+    y = np.repeat(np.arange(n_components, dtype=np.int64), counts)
+    return X, y
+
+
+def _sample_centred_student_t(rng, n_samples, scale, covariance_type, df, n_features):
+    """Draw samples from one zero-location Student-t.
+
+    A multivariate t is a Gaussian whose precision is scaled by g / df with
+    g ~ chi2(df)::
+
+        x = chol(scale) @ z / sqrt(g / df),   z ~ N(0, I)
+
+    For 'diag' every dimension has its own g (independent univariate t's).
+
+    Parameters
+    ----------
+    rng : numpy.random.RandomState
+        Source of randomness.
+
+    n_samples : int
+        Number of samples to draw.
+
+    scale : ndarray
+        Scale of the t: (n_features, n_features) for 'full' and 'tied',
+        (n_features,) variances for 'diag', a float variance for 'spherical'.
+
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}
+        Structure of the covariances.
+
+    df : float
+        Degrees of freedom of the t.
+
+    n_features : int
+        Number of features.
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, n_features)
+        Float64 samples.
+    """
+    if covariance_type == "diag":
+        return np.sqrt(scale) * rng.standard_t(df, size=(n_samples, n_features))
+    z = rng.standard_normal(size=(n_samples, n_features))  # [n, D]
+    if covariance_type in ("full", "tied"):
+        z = z @ linalg.cholesky(scale, lower=True).T
+    else:
+        z *= np.sqrt(scale)
+    return z / np.sqrt(rng.chisquare(df, size=n_samples) / df)[:, np.newaxis]

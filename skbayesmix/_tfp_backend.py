@@ -1,0 +1,819 @@
+"""TensorFlow Probability backend: priors, variational posterior, ELBO, CAVI loop."""
+
+# This is the only module of the package that imports TensorFlow. The estimator
+# hands it NumPy arrays and receives NumPy arrays back.
+#
+# Model (the same generative model as sklearn's BayesianGaussianMixture):
+#
+#   pi ~ Dirichlet(alpha0)  or  pi_k = v_k prod_{j<k} (1 - v_j), v_k ~ Beta(1, alpha0)
+#   Lambda_k ~ Wishart(nu0, Psi0^-1)                  (full; one shared for tied)
+#   lambda_kd ~ Gamma(nu0 / 2, Psi0_d / 2)             (diag)
+#   lambda_k ~ Gamma(D nu0 / 2, D Psi0 / 2)            (spherical)
+#   mu_k | Lambda_k ~ Normal(m0, (beta0 Lambda_k)^-1)
+#   z_n ~ Categorical(pi),  x_n | z_n = k ~ Normal(mu_k, Lambda_k^-1)
+#
+# The mean-field posterior q(z) q(pi) prod_k q(mu_k | Lambda_k) q(Lambda_k) has the
+# same families as the prior. Coordinate ascent on it (CAVI) is a natural-gradient
+# step of size one, so in full batch no iteration can decrease the ELBO.
+#
+# `reg_covar` follows sklearn: each point adds `reg_covar * I` to the scatter of the
+# components it belongs to. Formally each point is a tiny Gaussian blob of covariance
+# `reg_covar * I`, whose expected log likelihood carries the extra term
+# `-0.5 * reg_covar * E[tr Lambda_k]`. Keeping that term in the E-step and the ELBO
+# keeps the updates exact coordinate ascent, hence the ELBO monotone.
+
+import functools
+import math
+import os
+import threading
+
+import numpy as np
+
+# TensorFlow prints C++ start-up chatter; keep it quiet unless the user asked for it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+import tensorflow_probability as tfp  # noqa: E402
+
+tfd = tfp.distributions
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+# --------------------------------------------------------------------------------
+# Sufficient statistics
+# --------------------------------------------------------------------------------
+
+
+def _sufficient_statistics(X, sample_weight, resp, covariance_type):
+    """Weighted sufficient statistics of one batch under responsibilities `resp`.
+
+    Statistics of several batches add up, which is what minibatch and streaming fits
+    need.
+
+    Parameters
+    ----------
+    X : Tensor of shape (n_samples, n_features)
+    sample_weight : Tensor of shape (n_samples,)
+    resp : Tensor of shape (n_samples, n_components)
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}
+
+    Returns
+    -------
+    counts : Tensor of shape (n_components,)
+        sum_n w_n r_nk.
+    first_moment : Tensor of shape (n_components, n_features)
+        sum_n w_n r_nk x_n.
+    second_moment : Tensor
+        sum_n w_n r_nk x_n x_n^T with shape (n_components, n_features,
+        n_features) for 'full'; summed over components, (1, n_features,
+        n_features) for 'tied'; its diagonal (n_components, n_features) for
+        'diag'; its trace (n_components,) for 'spherical'.
+    """
+    weighted_resp = resp * sample_weight[:, None]  # [n, k]
+    counts = tf.reduce_sum(weighted_resp, axis=0)  # [k]
+    first_moment = tf.linalg.matmul(weighted_resp, X, transpose_a=True)  # [k, d]
+    if covariance_type == "full":
+        n_samples = tf.shape(X)[0]
+        n_features = tf.shape(X)[1]
+        n_components = tf.shape(resp)[1]
+        # One GEMM for all components: [n, k*d]^T @ [n, d] -> [k*d, d].
+        weighted_x = tf.reshape(
+            weighted_resp[:, :, None] * X[:, None, :],
+            [n_samples, n_components * n_features],
+        )
+        second_moment = tf.reshape(
+            tf.linalg.matmul(weighted_x, X, transpose_a=True),
+            [n_components, n_features, n_features],
+        )
+    elif covariance_type == "tied":
+        # Responsibilities sum to one per sample, so the pooled scatter needs no resp.
+        second_moment = tf.linalg.matmul(
+            X * sample_weight[:, None], X, transpose_a=True
+        )
+        second_moment = second_moment[None]  # [1, d, d]
+    elif covariance_type == "diag":
+        second_moment = tf.linalg.matmul(weighted_resp, X * X, transpose_a=True)
+    else:
+        sq_norm = tf.reduce_sum(X * X, axis=1)  # [n]
+        second_moment = tf.linalg.matvec(weighted_resp, sq_norm, transpose_a=True)
+    return counts, first_moment, second_moment
+
+
+# --------------------------------------------------------------------------------
+# Prior and posterior as TFP distributions
+# --------------------------------------------------------------------------------
+
+
+def _weight_distribution(concentration_a, concentration_b, weight_type):
+    """q(pi) or p(pi): a Dirichlet, or the K Beta sticks of a Dirichlet process."""
+    if weight_type == "dirichlet_process":
+        return tfd.Beta(concentration_a, concentration_b)
+    return tfd.Dirichlet(concentration_a)
+
+
+def _expected_log_weights(concentration_a, concentration_b, weight_type):
+    """E[log pi_k] under q(pi).
+
+    Returns
+    -------
+    expected_log_weights : Tensor of shape (n_components,)
+    """
+    if weight_type == "dirichlet_process":
+        digamma_sum = tf.math.digamma(concentration_a + concentration_b)
+        log_stick = tf.math.digamma(concentration_a) - digamma_sum
+        log_rest = tf.math.digamma(concentration_b) - digamma_sum
+        # E[log pi_k] = E[log v_k] + sum_{j<k} E[log(1 - v_j)]
+        return log_stick + tf.math.cumsum(log_rest, exclusive=True)
+    return tf.math.digamma(concentration_a) - tf.math.digamma(
+        tf.reduce_sum(concentration_a)
+    )
+
+
+def _precision_gamma(degrees_of_freedom, scale_inverse, n_features, covariance_type):
+    """q(lambda) or p(lambda) for 'diag' and 'spherical' as a TFP Gamma.
+
+    The (shape, rate) parametrisation keeps sklearn's conventions: E[lambda] =
+    nu / Psi, so covariances_ = Psi / nu is the inverse expected precision, and the
+    updates nu += N_k, Psi += scatter are sklearn's.
+
+    Parameters
+    ----------
+    degrees_of_freedom : Tensor of shape (n_components,)
+    scale_inverse : Tensor of shape (n_components, n_features) for 'diag', \
+            (n_components,) for 'spherical'
+    n_features : scalar Tensor
+    covariance_type : {'diag', 'spherical'}
+    """
+    if covariance_type == "diag":
+        return tfd.Gamma(
+            concentration=0.5 * degrees_of_freedom[..., None],
+            rate=0.5 * scale_inverse,
+        )
+    # One precision shared by D dimensions sees D squared deviations per point.
+    return tfd.Gamma(
+        concentration=0.5 * n_features * degrees_of_freedom,
+        rate=0.5 * n_features * scale_inverse,
+    )
+
+
+def _wishart(degrees_of_freedom, scale_inverse_chol):
+    """Wishart(nu, Psi^-1) as a TFP distribution, from the Cholesky factor of Psi."""
+    n_features = tf.shape(scale_inverse_chol)[-1]
+    identity = tf.eye(
+        n_features,
+        batch_shape=tf.shape(scale_inverse_chol)[:-2],
+        dtype=scale_inverse_chol.dtype,
+    )
+    scale = tf.linalg.cholesky_solve(scale_inverse_chol, identity)
+    return tfd.WishartTriL(df=degrees_of_freedom, scale_tril=tf.linalg.cholesky(scale))
+
+
+def _log_multivariate_gamma(a, n_features):
+    """log Gamma_D(a) = D (D - 1) / 4 log(pi) + sum_{i<D} log Gamma(a - i / 2)."""
+    i = tf.range(n_features, dtype=a.dtype)
+    dims = tf.cast(n_features, a.dtype)
+    return 0.25 * dims * (dims - 1.0) * math.log(math.pi) + tf.reduce_sum(
+        tf.math.lgamma(a[..., None] - 0.5 * i), axis=-1
+    )
+
+
+def _multivariate_digamma(a, n_features):
+    """psi_D(a) = sum_{i<D} psi(a - i / 2)."""
+    i = tf.range(n_features, dtype=a.dtype)
+    return tf.reduce_sum(tf.math.digamma(a[..., None] - 0.5 * i), axis=-1)
+
+
+def _log_det_from_chol(chol):
+    """log|A| from the lower Cholesky factor of A."""
+    return 2.0 * tf.reduce_sum(tf.math.log(tf.linalg.diag_part(chol)), axis=-1)
+
+
+def _wishart_kl(df_q, scale_inverse_chol_q, df_p, scale_inverse_chol_p):
+    """KL(Wishart(df_q, Psi_q^-1) || Wishart(df_p, Psi_p^-1)).
+
+    TFP registers no KL for the Wishart, so it is written here. With W = Psi^-1::
+
+        KL = (df_q - df_p) / 2 psi_D(df_q / 2)
+             - df_p / 2 log|W_p^-1 W_q|
+             + df_q / 2 (tr(W_p^-1 W_q) - D)
+             + log Gamma_D(df_p / 2) - log Gamma_D(df_q / 2)
+
+    where log|W_p^-1 W_q| = log|Psi_p| - log|Psi_q| and
+    tr(W_p^-1 W_q) = tr(Psi_p Psi_q^-1).
+
+    Parameters
+    ----------
+    df_q : Tensor of shape (n_factors,)
+    scale_inverse_chol_q : Tensor of shape (n_factors, n_features, n_features)
+    df_p : scalar Tensor
+    scale_inverse_chol_p : Tensor of shape (n_features, n_features)
+
+    Returns
+    -------
+    kl : Tensor of shape (n_factors,)
+    """
+    n_features = tf.shape(scale_inverse_chol_q)[-1]
+    dims = tf.cast(n_features, df_q.dtype)
+    log_det_ratio = _log_det_from_chol(scale_inverse_chol_p) - _log_det_from_chol(
+        scale_inverse_chol_q
+    )
+    # tr(Psi_p Psi_q^-1) = ||L_q^-1 L_p||_F^2
+    solved = tf.linalg.triangular_solve(
+        scale_inverse_chol_q,
+        tf.broadcast_to(scale_inverse_chol_p, tf.shape(scale_inverse_chol_q)),
+        lower=True,
+    )
+    trace = tf.reduce_sum(tf.square(solved), axis=[-2, -1])
+    return (
+        0.5 * (df_q - df_p) * _multivariate_digamma(0.5 * df_q, n_features)
+        - 0.5 * df_p * log_det_ratio
+        + 0.5 * df_q * (trace - dims)
+        + _log_multivariate_gamma(0.5 * df_p, n_features)
+        - _log_multivariate_gamma(0.5 * df_q, n_features)
+    )
+
+
+# --------------------------------------------------------------------------------
+# Moments of the precision under q
+# --------------------------------------------------------------------------------
+
+
+class _PrecisionMoments(tuple):
+    """E[log|Lambda|], E[tr Lambda] and a factor giving E[Lambda], per factor.
+
+    `factor` is the lower Cholesky factor of Psi (n_factors, d, d) for full/tied
+    (E[Lambda] = nu Psi^-1), and E[Lambda] itself, (n_components, d) or
+    (n_components,), for diag and spherical.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, expected_log_det, expected_trace, factor):
+        return super().__new__(cls, (expected_log_det, expected_trace, factor))
+
+    expected_log_det = property(lambda self: self[0])
+    expected_trace = property(lambda self: self[1])
+    factor = property(lambda self: self[2])
+
+
+def _precision_moments(degrees_of_freedom, scale_inverse, n_features, covariance_type):
+    """Moments of the precision matrix under q (or under the prior).
+
+    Parameters
+    ----------
+    degrees_of_freedom : Tensor of shape (n_factors,)
+    scale_inverse : Tensor
+        Psi, of shape (n_factors, d, d) for full and tied (n_factors = 1 for
+        tied), (n_components, d) for diag, (n_components,) for spherical.
+    n_features : scalar int32 Tensor
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}
+
+    Returns
+    -------
+    moments : _PrecisionMoments
+        expected_log_det and expected_trace have shape (n_factors,).
+    """
+    nu = degrees_of_freedom
+    dims = tf.cast(n_features, nu.dtype)
+    if covariance_type in ("full", "tied"):
+        chol = tf.linalg.cholesky(scale_inverse)  # [f, d, d]
+        # E[log|Lambda|] = psi_D(nu / 2) + D log 2 - log|Psi|
+        expected_log_det = (
+            _multivariate_digamma(0.5 * nu, n_features)
+            + dims * math.log(2.0)
+            - _log_det_from_chol(chol)
+        )
+        identity = tf.eye(n_features, batch_shape=tf.shape(nu), dtype=nu.dtype)
+        inv_chol = tf.linalg.triangular_solve(chol, identity, lower=True)
+        # tr(Psi^-1) = ||L^-1||_F^2
+        expected_trace = nu * tf.reduce_sum(tf.square(inv_chol), axis=[-2, -1])
+        return _PrecisionMoments(expected_log_det, expected_trace, chol)
+    gamma = _precision_gamma(nu, scale_inverse, dims, covariance_type)
+    expected_log = tf.math.digamma(gamma.concentration) - tf.math.log(gamma.rate)
+    expected_precision = gamma.mean()  # [k, d] or [k]
+    if covariance_type == "diag":
+        return _PrecisionMoments(
+            tf.reduce_sum(expected_log, axis=-1),
+            tf.reduce_sum(expected_precision, axis=-1),
+            expected_precision,
+        )
+    return _PrecisionMoments(
+        dims * expected_log, dims * expected_precision, expected_precision
+    )
+
+
+def _expected_mahalanobis(X, means, degrees_of_freedom, moments, covariance_type):
+    """(x_n - m_k)^T E[Lambda_k] (x_n - m_k) for every sample and component.
+
+    Returns
+    -------
+    mahalanobis : Tensor of shape (n_samples, n_components)
+    """
+    if covariance_type in ("full", "tied"):
+        n_components = tf.shape(means)[0]
+        n_features = tf.shape(means)[1]
+        # Tied has one factor; broadcasting it keeps a single code path.
+        chol = tf.broadcast_to(moments.factor, [n_components, n_features, n_features])
+        nu = tf.broadcast_to(degrees_of_freedom, [n_components])
+        identity = tf.eye(n_features, batch_shape=[n_components], dtype=X.dtype)
+        inv_chol = tf.linalg.triangular_solve(chol, identity, lower=True)  # [k, d, d]
+        # (x - m)^T Psi^-1 (x - m) = ||L^-1 x - L^-1 m||^2, one GEMM for all k.
+        projected = tf.einsum("nd,ked->nke", X, inv_chol)  # [n, k, d]
+        projected_means = tf.einsum("kd,ked->ke", means, inv_chol)  # [k, d]
+        sq = tf.reduce_sum(tf.square(projected - projected_means[None]), axis=-1)
+        return sq * nu[None, :]
+    if covariance_type == "diag":
+        precision = moments.factor  # [k, d]
+        # sum_d p_kd (x_nd - m_kd)^2 expanded into three GEMMs.
+        return (
+            tf.linalg.matmul(X * X, precision, transpose_b=True)
+            - 2.0 * tf.linalg.matmul(X, precision * means, transpose_b=True)
+            + tf.reduce_sum(precision * means * means, axis=-1)[None, :]
+        )
+    precision = moments.factor  # [k]
+    sq_dist = (
+        tf.reduce_sum(X * X, axis=1)[:, None]
+        - 2.0 * tf.linalg.matmul(X, means, transpose_b=True)
+        + tf.reduce_sum(means * means, axis=1)[None, :]
+    )
+    return tf.maximum(sq_dist, 0.0) * precision[None, :]
+
+
+# --------------------------------------------------------------------------------
+# Coordinate-ascent updates
+# --------------------------------------------------------------------------------
+
+
+def _update_posterior(stats, prior, reg_covar, covariance_type, weight_type):
+    """Closed-form optimum of q(pi) q(mu, Lambda) given the statistics of q(z).
+
+    Parameters
+    ----------
+    stats : tuple
+        (counts, first_moment, second_moment, resp_entropy) as returned by
+        `_expected_statistics`.
+    prior : tuple
+        (weight_concentration, mean_precision, mean [d], degrees_of_freedom,
+        scale_inverse) of the prior.
+
+    Returns
+    -------
+    posterior : tuple
+        (concentration_a [k], concentration_b [k], mean_precision [k],
+        means [k, d], degrees_of_freedom [f], scale_inverse).
+    """
+    counts, first_moment, second_moment = stats[:3]
+    alpha0, beta0, mean0, nu0, psi0 = prior
+    if weight_type == "dirichlet_process":
+        concentration_a = 1.0 + counts
+        # Beta's second parameter collects the mass of all later components.
+        concentration_b = alpha0 + tf.math.cumsum(counts, exclusive=True, reverse=True)
+    else:
+        concentration_a = alpha0 + counts
+        concentration_b = tf.zeros_like(counts)
+
+    mean_precision = beta0 + counts  # [k]
+    means = (beta0 * mean0[None, :] + first_moment) / mean_precision[:, None]
+    # Empty components would divide 0 by 0; their scatter is 0 whatever xbar is.
+    safe_counts = tf.where(counts > 0.0, counts, tf.ones_like(counts))
+    xbar = first_moment / safe_counts[:, None]  # [k, d]
+    diff = xbar - mean0[None, :]  # [k, d]
+    shrink = beta0 * counts / mean_precision  # [k]
+    n_features = tf.shape(mean0)[0]
+
+    if covariance_type in ("full", "tied"):
+        centred = first_moment[:, :, None] * xbar[:, None, :]  # N_k xbar xbar^T
+        mean_term = shrink[:, None, None] * diff[:, :, None] * diff[:, None, :]
+        if covariance_type == "full":
+            scatter = second_moment - centred + mean_term  # [k, d, d]
+            reg_counts = counts[:, None, None]
+            nu = nu0 + counts
+        else:
+            scatter = second_moment - tf.reduce_sum(centred - mean_term, 0)[None]
+            reg_counts = tf.reduce_sum(counts)[None, None, None]
+            nu = nu0 + tf.reduce_sum(counts)[None]
+        identity = tf.eye(n_features, dtype=counts.dtype)
+        psi = psi0[None] + scatter + reg_counts * reg_covar * identity[None]
+        # Rounding makes the sum slightly asymmetric; Cholesky wants it exact.
+        psi = 0.5 * (psi + tf.linalg.matrix_transpose(psi))
+    elif covariance_type == "diag":
+        scatter = tf.maximum(second_moment - first_moment * xbar, 0.0)
+        psi = psi0[None, :] + scatter + shrink[:, None] * tf.square(diff)
+        psi += counts[:, None] * reg_covar
+        nu = nu0 + counts
+    else:
+        dims = tf.cast(n_features, counts.dtype)
+        scatter = tf.maximum(
+            second_moment - tf.reduce_sum(first_moment * xbar, axis=1), 0.0
+        )
+        psi = psi0 + (scatter + shrink * tf.reduce_sum(tf.square(diff), 1)) / dims
+        psi += counts * reg_covar
+        nu = nu0 + counts
+    return (concentration_a, concentration_b, mean_precision, means, nu, psi)
+
+
+def _estimate_log_resp(X, posterior, moments, reg_covar, covariance_type, weight_type):
+    """E-step: log q(z_n = k), the optimum of q(z) given q(pi) q(mu, Lambda).
+
+    log rho_nk = E[log pi_k] + E[log|Lambda_k|] / 2 - D log(2 pi) / 2
+                 - (D / beta_k + E[(x_n - mu_k)^T Lambda_k (x_n - mu_k)]) / 2
+                 - reg_covar E[tr Lambda_k] / 2
+    log r_nk = log rho_nk - logsumexp_k log rho_nk
+
+    Returns
+    -------
+    log_resp : Tensor of shape (n_samples, n_components)
+    """
+    concentration_a, concentration_b, beta, means, nu, _ = posterior
+    dims = tf.cast(tf.shape(X)[1], X.dtype)
+    log_weights = _expected_log_weights(concentration_a, concentration_b, weight_type)
+    mahalanobis = _expected_mahalanobis(X, means, nu, moments, covariance_type)
+    log_rho = (
+        log_weights
+        + 0.5 * moments.expected_log_det
+        - 0.5 * dims * _LOG_2PI
+        - 0.5 * dims / beta
+        - 0.5 * reg_covar * moments.expected_trace
+    )[None, :] - 0.5 * mahalanobis  # [n, k]
+    return tf.nn.log_softmax(log_rho, axis=1)
+
+
+def _expected_statistics(X, sample_weight, log_resp, covariance_type):
+    """Sufficient statistics of q(z) and its weighted entropy -sum w r log r."""
+    resp = tf.exp(log_resp)
+    stats = _sufficient_statistics(X, sample_weight, resp, covariance_type)
+    entropy = -tf.reduce_sum(sample_weight[:, None] * resp * log_resp)
+    return stats + (entropy,)
+
+
+# --------------------------------------------------------------------------------
+# The evidence lower bound
+# --------------------------------------------------------------------------------
+
+
+def _expected_log_likelihood(stats, posterior, moments, reg_covar, covariance_type):
+    """sum_nk w_n r_nk E_q[log N(x_n | mu_k, Lambda_k^-1)], from the statistics.
+
+    With C_k = sum_n w_n r_nk (x_n - m_k)(x_n - m_k)^T::
+
+        sum_k N_k (E[log|Lambda_k|] - D log(2 pi) - D / beta_k
+                   - reg_covar E[tr Lambda_k]) / 2 - tr(E[Lambda_k] C_k) / 2
+    """
+    counts, first_moment, second_moment = stats[:3]
+    _, _, beta, means, nu, _ = posterior
+    dims = tf.cast(tf.shape(means)[1], means.dtype)
+    per_count = (
+        moments.expected_log_det
+        - dims * _LOG_2PI
+        - dims / beta
+        - reg_covar * moments.expected_trace
+    )  # [k]
+    cross = first_moment[:, :, None] * means[:, None, :]  # [k, d, d] for full/tied
+    if covariance_type in ("full", "tied"):
+        scatter = (
+            -cross
+            - tf.linalg.matrix_transpose(cross)
+            + counts[:, None, None] * means[:, :, None] * means[:, None, :]
+        )
+        if covariance_type == "tied":
+            scatter = tf.reduce_sum(scatter, axis=0, keepdims=True)
+        scatter += second_moment  # C_k, [f, d, d]
+        # tr(nu Psi^-1 C) = nu tr(L^-1 C L^-T): two triangular solves, no inverse.
+        solved = tf.linalg.triangular_solve(moments.factor, scatter, lower=True)
+        solved = tf.linalg.triangular_solve(
+            moments.factor, tf.linalg.matrix_transpose(solved), lower=True
+        )
+        quadratic = tf.reduce_sum(nu * tf.linalg.trace(solved))
+    elif covariance_type == "diag":
+        scatter = (
+            second_moment - 2.0 * first_moment * means + counts[:, None] * means**2
+        )
+        quadratic = tf.reduce_sum(moments.factor * scatter)
+    else:
+        scatter = (
+            second_moment
+            - 2.0 * tf.reduce_sum(first_moment * means, axis=1)
+            + counts * tf.reduce_sum(means**2, axis=1)
+        )
+        quadratic = tf.reduce_sum(moments.factor * scatter)
+    return 0.5 * tf.reduce_sum(counts * per_count) - 0.5 * quadratic
+
+
+def _weights_kl(concentration_a, concentration_b, alpha0, weight_type):
+    """KL(q(pi) || p(pi)), with TFP's Dirichlet or Beta KL."""
+    if weight_type == "dirichlet_process":
+        q = _weight_distribution(concentration_a, concentration_b, weight_type)
+        p = tfd.Beta(
+            tf.ones_like(concentration_a), alpha0 * tf.ones_like(concentration_a)
+        )
+        return tf.reduce_sum(tfd.kl_divergence(q, p))
+    q = _weight_distribution(concentration_a, None, weight_type)
+    p = tfd.Dirichlet(alpha0 * tf.ones_like(concentration_a))
+    return tfd.kl_divergence(q, p)
+
+
+def _components_kl(posterior, moments, prior, covariance_type):
+    """sum_k KL(q(mu_k, Lambda_k) || p(mu_k, Lambda_k)).
+
+    KL(q(mu | Lambda) q(Lambda) || p(mu | Lambda) p(Lambda)) =
+        KL(q(Lambda) || p(Lambda)) + E_q(Lambda)[KL(q(mu | Lambda) || p(mu | Lambda))]
+
+    The inner Gaussian KL is linear in Lambda (the log-determinants cancel), so its
+    expectation is the Gaussian KL at Lambda = E[Lambda], which TFP computes.
+    """
+    _, _, beta, means, nu, psi = posterior
+    _, beta0, mean0, nu0, psi0 = prior
+    dims = tf.cast(tf.shape(means)[1], means.dtype)
+    if covariance_type in ("full", "tied"):
+        # Cov of q(mu | E[Lambda]) = Psi / (beta nu); its Cholesky is L / sqrt(beta nu).
+        n_components = tf.shape(means)[0]
+        chol = tf.broadcast_to(
+            moments.factor, tf.concat([[n_components], tf.shape(moments.factor)[1:]], 0)
+        )
+        nu_k = tf.broadcast_to(nu, [n_components])
+        q_mean = tfd.MultivariateNormalTriL(
+            means, chol * tf.math.rsqrt(beta * nu_k)[:, None, None]
+        )
+        p_mean = tfd.MultivariateNormalTriL(
+            mean0[None, :], chol * tf.math.rsqrt(beta0 * nu_k)[:, None, None]
+        )
+        precision_kl = _wishart_kl(nu, moments.factor, nu0, tf.linalg.cholesky(psi0))
+    else:
+        expected_precision = moments.factor
+        if covariance_type == "spherical":
+            expected_precision = tf.broadcast_to(
+                expected_precision[:, None], tf.shape(means)
+            )
+        q_mean = tfd.MultivariateNormalDiag(
+            means, tf.math.rsqrt(beta[:, None] * expected_precision)
+        )
+        p_mean = tfd.MultivariateNormalDiag(
+            mean0[None, :], tf.math.rsqrt(beta0 * expected_precision)
+        )
+        q_precision = _precision_gamma(nu, psi, dims, covariance_type)
+        p_precision = _precision_gamma(nu0, psi0, dims, covariance_type)
+        precision_kl = tfd.kl_divergence(q_precision, p_precision)
+    return tf.reduce_sum(tfd.kl_divergence(q_mean, p_mean)) + tf.reduce_sum(
+        precision_kl
+    )
+
+
+def _evidence_lower_bound(stats, posterior, moments, prior, reg_covar, cov, weight):
+    """ELBO with every constant, so it bounds log p(X) and compares across K.
+
+    ELBO = sum_nk w_n r_nk E[log N(x_n | mu_k, Lambda_k^-1)]
+           + sum_k N_k E[log pi_k] - sum_nk w_n r_nk log r_nk
+           - KL(q(pi) || p(pi)) - sum_k KL(q(mu_k, Lambda_k) || p(mu_k, Lambda_k))
+
+    For the Dirichlet process the K sticks are a nested truncation: components
+    past K keep their prior and get no responsibility, so this still bounds the
+    evidence of the infinite mixture.
+    """
+    counts, entropy = stats[0], stats[3]
+    concentration_a, concentration_b = posterior[:2]
+    log_weights = _expected_log_weights(concentration_a, concentration_b, weight)
+    return (
+        _expected_log_likelihood(stats, posterior, moments, reg_covar, cov)
+        + tf.reduce_sum(counts * log_weights)
+        + entropy
+        - _weights_kl(concentration_a, concentration_b, prior[0], weight)
+        - _components_kl(posterior, moments, prior, cov)
+    )
+
+
+# --------------------------------------------------------------------------------
+# The compiled loop
+# --------------------------------------------------------------------------------
+
+
+def _coordinate_ascent(
+    X,
+    sample_weight,
+    resp_init,
+    posterior_init,
+    start_from_posterior,
+    prior,
+    reg_covar,
+    tol,
+    max_iter,
+    lower_bound_init,
+    covariance_type,
+    weight_type,
+):
+    """Run CAVI until the ELBO changes by less than `tol`, all in one graph.
+
+    Each iteration is: E-step from q(theta), statistics of q(z), closed-form
+    q(theta), ELBO at (q(z), q(theta)). Each half maximises the ELBO over its
+    block, so the recorded sequence never decreases (up to rounding).
+    """
+    n_features = tf.shape(X)[1]
+
+    def moments_of(posterior):
+        return _precision_moments(
+            posterior[4], posterior[5], n_features, covariance_type
+        )
+
+    posterior = tf.cond(
+        start_from_posterior,
+        lambda: posterior_init,
+        lambda: _update_posterior(
+            _sufficient_statistics(X, sample_weight, resp_init, covariance_type),
+            prior,
+            reg_covar,
+            covariance_type,
+            weight_type,
+        ),
+    )
+    lower_bounds = tf.TensorArray(X.dtype, size=0, dynamic_size=True)
+
+    def keep_going(n_iter, posterior, lower_bound, converged, lower_bounds):
+        return tf.logical_and(n_iter < max_iter, tf.logical_not(converged))
+
+    def step(n_iter, posterior, lower_bound, converged, lower_bounds):
+        log_resp = _estimate_log_resp(
+            X, posterior, moments_of(posterior), reg_covar, covariance_type, weight_type
+        )
+        stats = _expected_statistics(X, sample_weight, log_resp, covariance_type)
+        new_posterior = _update_posterior(
+            stats, prior, reg_covar, covariance_type, weight_type
+        )
+        new_lower_bound = _evidence_lower_bound(
+            stats,
+            new_posterior,
+            moments_of(new_posterior),
+            prior,
+            reg_covar,
+            covariance_type,
+            weight_type,
+        )
+        # A non-finite bound means the numbers broke down; stop rather than loop on.
+        finished = tf.logical_or(
+            tf.abs(new_lower_bound - lower_bound) < tol,
+            tf.logical_not(tf.math.is_finite(new_lower_bound)),
+        )
+        return (
+            n_iter + 1,
+            new_posterior,
+            new_lower_bound,
+            finished,
+            lower_bounds.write(n_iter, new_lower_bound),
+        )
+
+    n_iter, posterior, lower_bound, converged, lower_bounds = tf.while_loop(
+        keep_going,
+        step,
+        (tf.constant(0), posterior, lower_bound_init, tf.constant(False), lower_bounds),
+    )
+    return posterior, lower_bounds.stack(), n_iter, converged
+
+
+def _posterior_spec(dtype, covariance_type):
+    psi_rank = {"full": 3, "tied": 3, "diag": 2, "spherical": 1}[covariance_type]
+    vector = tf.TensorSpec([None], dtype)
+    return (
+        vector,
+        vector,
+        vector,
+        tf.TensorSpec([None, None], dtype),
+        vector,
+        tf.TensorSpec([None] * psi_rank, dtype),
+    )
+
+
+def _prior_spec(dtype, covariance_type):
+    psi_rank = {"full": 2, "tied": 2, "diag": 1, "spherical": 0}[covariance_type]
+    scalar = tf.TensorSpec([], dtype)
+    return (
+        scalar,
+        scalar,
+        tf.TensorSpec([None], dtype),
+        scalar,
+        tf.TensorSpec([None] * psi_rank, dtype),
+    )
+
+
+_COMPILED = {}
+_COMPILED_LOCK = threading.Lock()
+
+
+def _compiled_coordinate_ascent(covariance_type, weight_type, dtype):
+    """The traced loop for one model structure and dtype, built once per process.
+
+    Every dimension of the input signature is None, so fits of any shape reuse one
+    trace: no retracing per fit and no pile-up of concrete functions.
+    """
+    key = (covariance_type, weight_type, np.dtype(dtype).name)
+    with _COMPILED_LOCK:
+        if key not in _COMPILED:
+            tf_dtype = tf.as_dtype(dtype)
+            scalar = tf.TensorSpec([], tf_dtype)
+            signature = [
+                tf.TensorSpec([None, None], tf_dtype),  # X
+                tf.TensorSpec([None], tf_dtype),  # sample_weight
+                tf.TensorSpec([None, None], tf_dtype),  # resp_init
+                _posterior_spec(tf_dtype, covariance_type),
+                tf.TensorSpec([], tf.bool),  # start_from_posterior
+                _prior_spec(tf_dtype, covariance_type),
+                scalar,  # reg_covar
+                scalar,  # tol
+                tf.TensorSpec([], tf.int32),  # max_iter
+                scalar,  # lower_bound_init
+            ]
+            _COMPILED[key] = tf.function(
+                functools.partial(
+                    _coordinate_ascent,
+                    covariance_type=covariance_type,
+                    weight_type=weight_type,
+                ),
+                input_signature=signature,
+                autograph=False,
+            )
+        return _COMPILED[key]
+
+
+def fit_variational_posterior(
+    X,
+    resp_init,
+    prior,
+    *,
+    covariance_type,
+    weight_concentration_prior_type,
+    reg_covar,
+    tol,
+    max_iter,
+    sample_weight=None,
+    posterior_init=None,
+    lower_bound_init=-np.inf,
+):
+    """Fit the variational posterior by coordinate ascent; NumPy in, NumPy out.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features), float32 or float64
+    resp_init : ndarray of shape (n_samples, n_components)
+        Responsibilities to start from; ignored when `posterior_init` is given.
+    prior : tuple of ndarray
+        (weight_concentration, mean_precision, mean (n_features,),
+        degrees_of_freedom, scale_inverse). scale_inverse is Psi0, of shape
+        (n_features, n_features) for full/tied, (n_features,) for diag and a scalar
+        for spherical.
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}
+    weight_concentration_prior_type : {'dirichlet_process', 'dirichlet_distribution'}
+    reg_covar, tol : float
+    max_iter : int
+    sample_weight : ndarray of shape (n_samples,), default=None
+    posterior_init : tuple of ndarray, default=None
+        A posterior as returned here, to continue from (warm start).
+    lower_bound_init : float, default=-inf
+        The ELBO of `posterior_init`, for the first convergence test.
+
+    Returns
+    -------
+    result : dict
+        'posterior' (tuple of ndarray, see `_update_posterior`), 'lower_bounds'
+        (n_iter,), 'n_iter' (int) and 'converged' (bool).
+    """
+    dtype = X.dtype
+    n_samples, n_features = X.shape
+    n_components = resp_init.shape[1]
+    if sample_weight is None:
+        sample_weight = np.ones(n_samples, dtype=dtype)
+    start_from_posterior = posterior_init is not None
+    if not start_from_posterior:
+        # Placeholders of the right rank; tf.cond does not read them.
+        psi_shape = {
+            "full": (n_components, n_features, n_features),
+            "tied": (1, n_features, n_features),
+            "diag": (n_components, n_features),
+            "spherical": (n_components,),
+        }[covariance_type]
+        posterior_init = (
+            np.ones(n_components, dtype),
+            np.ones(n_components, dtype),
+            np.ones(n_components, dtype),
+            np.zeros((n_components, n_features), dtype),
+            np.ones(psi_shape[0], dtype),
+            np.ones(psi_shape, dtype),
+        )
+    fit = _compiled_coordinate_ascent(
+        covariance_type, weight_concentration_prior_type, dtype
+    )
+    posterior, lower_bounds, n_iter, converged = fit(
+        X,
+        np.asarray(sample_weight, dtype),
+        np.asarray(resp_init, dtype),
+        tuple(np.asarray(p, dtype) for p in posterior_init),
+        tf.constant(start_from_posterior),
+        tuple(np.asarray(p, dtype) for p in prior),
+        np.asarray(reg_covar, dtype),
+        np.asarray(tol, dtype),
+        np.int32(min(max_iter, np.iinfo(np.int32).max)),
+        np.asarray(lower_bound_init, dtype),
+    )
+    return {
+        "posterior": tuple(p.numpy() for p in posterior),
+        "lower_bounds": lower_bounds.numpy(),
+        "n_iter": int(n_iter),
+        "converged": bool(converged),
+    }

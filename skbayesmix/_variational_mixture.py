@@ -80,7 +80,8 @@ def _dirichlet_process_weights(concentration_a, concentration_b):
     """
     stick_total = concentration_a + concentration_b
     rest = concentration_b / stick_total
-    weights = concentration_a / stick_total * np.hstack((1, np.cumprod(rest[:-1])))
+    weights = concentration_a / stick_total
+    weights[1:] *= np.cumprod(rest[:-1])
     return weights / np.sum(weights)
 
 

@@ -22,6 +22,7 @@
 # `-0.5 * reg_covar * E[tr Lambda_k]`. Keeping that term in the E-step and the ELBO
 # keeps the updates exact coordinate ascent, hence the ELBO monotone.
 
+import collections
 import functools
 import math
 import os
@@ -239,22 +240,15 @@ def _wishart_kl(df_q, scale_inverse_chol_q, df_p, scale_inverse_chol_p):
 # --------------------------------------------------------------------------------
 
 
-class _PrecisionMoments(tuple):
-    """E[log|Lambda|], E[tr Lambda] and a factor giving E[Lambda], per factor.
+_PrecisionMoments = collections.namedtuple(
+    "_PrecisionMoments", ["expected_log_det", "expected_trace", "factor"]
+)
+_PrecisionMoments.__doc__ = """E[log|Lambda|], E[tr Lambda] and a factor for E[Lambda].
 
-    `factor` is the lower Cholesky factor of Psi (n_factors, d, d) for full/tied
-    (E[Lambda] = nu Psi^-1), and E[Lambda] itself, (n_components, d) or
-    (n_components,), for diag and spherical.
-    """
-
-    __slots__ = ()
-
-    def __new__(cls, expected_log_det, expected_trace, factor):
-        return super().__new__(cls, (expected_log_det, expected_trace, factor))
-
-    expected_log_det = property(lambda self: self[0])
-    expected_trace = property(lambda self: self[1])
-    factor = property(lambda self: self[2])
+`factor` is the lower Cholesky factor of Psi (n_factors, d, d) for full/tied
+(E[Lambda] = nu Psi^-1), and E[Lambda] itself, (n_components, d) or
+(n_components,), for diag and spherical.
+"""
 
 
 def _precision_moments(degrees_of_freedom, scale_inverse, n_features, covariance_type):
@@ -627,21 +621,24 @@ def _coordinate_ascent(
     )
     lower_bounds = tf.TensorArray(X.dtype, size=0, dynamic_size=True)
 
-    def keep_going(n_iter, posterior, lower_bound, converged, lower_bounds):
+    # The moments of q(theta) feed both the ELBO of one iteration and the E-step of
+    # the next, so they travel in the loop state and are computed once.
+    def keep_going(n_iter, posterior, moments, lower_bound, converged, bounds):
         return tf.logical_and(n_iter < max_iter, tf.logical_not(converged))
 
-    def step(n_iter, posterior, lower_bound, converged, lower_bounds):
+    def step(n_iter, posterior, moments, lower_bound, converged, bounds):
         log_resp = _estimate_log_resp(
-            X, posterior, moments_of(posterior), reg_covar, covariance_type, weight_type
+            X, posterior, moments, reg_covar, covariance_type, weight_type
         )
         stats = _expected_statistics(X, sample_weight, log_resp, covariance_type)
         new_posterior = _update_posterior(
             stats, prior, reg_covar, covariance_type, weight_type
         )
+        new_moments = moments_of(new_posterior)
         new_lower_bound = _evidence_lower_bound(
             stats,
             new_posterior,
-            moments_of(new_posterior),
+            new_moments,
             prior,
             reg_covar,
             covariance_type,
@@ -655,15 +652,23 @@ def _coordinate_ascent(
         return (
             n_iter + 1,
             new_posterior,
+            new_moments,
             new_lower_bound,
             finished,
-            lower_bounds.write(n_iter, new_lower_bound),
+            bounds.write(n_iter, new_lower_bound),
         )
 
-    n_iter, posterior, lower_bound, converged, lower_bounds = tf.while_loop(
+    n_iter, posterior, _, lower_bound, converged, lower_bounds = tf.while_loop(
         keep_going,
         step,
-        (tf.constant(0), posterior, lower_bound_init, tf.constant(False), lower_bounds),
+        (
+            tf.constant(0),
+            posterior,
+            moments_of(posterior),
+            lower_bound_init,
+            tf.constant(False),
+            lower_bounds,
+        ),
     )
     return posterior, lower_bounds.stack(), n_iter, converged
 

@@ -46,7 +46,29 @@ _LOG_2PI = math.log(2.0 * math.pi)
 # --------------------------------------------------------------------------------
 
 
-def _sufficient_statistics(X, sample_weight, resp, covariance_type):
+def _second_order_features(X, covariance_type, outer_products):
+    """Per-sample second-order terms, computed once per fit, outside the loop.
+
+    Both the E-step and the statistics are then single GEMMs against them, with no
+    (n_samples, n_components, n_features) temporaries.
+
+    Returns
+    -------
+    features : Tensor or None
+        x x^T flattened, (n_samples, n_features**2), for 'full' when
+        `outer_products`; x * x, (n_samples, n_features), for 'diag'; ||x||^2,
+        (n_samples,), for 'spherical'; None otherwise.
+    """
+    if covariance_type == "full" and outer_products:
+        return tf.reshape(X[:, :, None] * X[:, None, :], [tf.shape(X)[0], -1])
+    if covariance_type == "diag":
+        return X * X
+    if covariance_type == "spherical":
+        return tf.reduce_sum(X * X, axis=1)
+    return None
+
+
+def _sufficient_statistics(X, features, sample_weight, resp, covariance_type):
     """Weighted sufficient statistics of one batch under responsibilities `resp`.
 
     Statistics of several batches add up, which is what minibatch and streaming fits
@@ -55,6 +77,8 @@ def _sufficient_statistics(X, sample_weight, resp, covariance_type):
     Parameters
     ----------
     X : Tensor of shape (n_samples, n_features)
+    features : Tensor or None
+        `_second_order_features(X, ...)`.
     sample_weight : Tensor of shape (n_samples,)
     resp : Tensor of shape (n_samples, n_components)
     covariance_type : {'full', 'tied', 'diag', 'spherical'}
@@ -74,14 +98,17 @@ def _sufficient_statistics(X, sample_weight, resp, covariance_type):
     weighted_resp = resp * sample_weight[:, None]  # [n, k]
     counts = tf.reduce_sum(weighted_resp, axis=0)  # [k]
     first_moment = tf.linalg.matmul(weighted_resp, X, transpose_a=True)  # [k, d]
-    if covariance_type == "full":
-        n_samples = tf.shape(X)[0]
-        n_features = tf.shape(X)[1]
-        n_components = tf.shape(resp)[1]
-        # One GEMM for all components: [n, k*d]^T @ [n, d] -> [k*d, d].
+    n_features = tf.shape(X)[1]
+    n_components = tf.shape(resp)[1]
+    if covariance_type == "full" and features is not None:
+        second_moment = tf.reshape(
+            tf.linalg.matmul(weighted_resp, features, transpose_a=True),
+            [n_components, n_features, n_features],
+        )
+    elif covariance_type == "full":
+        # Too many samples to hold x x^T: one GEMM through an [n, k*d] temporary.
         weighted_x = tf.reshape(
-            weighted_resp[:, :, None] * X[:, None, :],
-            [n_samples, n_components * n_features],
+            weighted_resp[:, :, None] * X[:, None, :], [tf.shape(X)[0], -1]
         )
         second_moment = tf.reshape(
             tf.linalg.matmul(weighted_x, X, transpose_a=True),
@@ -94,10 +121,9 @@ def _sufficient_statistics(X, sample_weight, resp, covariance_type):
         )
         second_moment = second_moment[None]  # [1, d, d]
     elif covariance_type == "diag":
-        second_moment = tf.linalg.matmul(weighted_resp, X * X, transpose_a=True)
+        second_moment = tf.linalg.matmul(weighted_resp, features, transpose_a=True)
     else:
-        sq_norm = tf.reduce_sum(X * X, axis=1)  # [n]
-        second_moment = tf.linalg.matvec(weighted_resp, sq_norm, transpose_a=True)
+        second_moment = tf.linalg.matvec(weighted_resp, features, transpose_a=True)
     return counts, first_moment, second_moment
 
 
@@ -297,37 +323,56 @@ def _precision_moments(degrees_of_freedom, scale_inverse, n_features, covariance
     )
 
 
-def _expected_mahalanobis(X, means, degrees_of_freedom, moments, covariance_type):
+def _expected_mahalanobis(
+    X, features, means, degrees_of_freedom, moments, covariance_type
+):
     """(x_n - m_k)^T E[Lambda_k] (x_n - m_k) for every sample and component.
+
+    Expanded as x^T A x - 2 x^T A m + m^T A m with A = E[Lambda_k], so that each
+    term is one GEMM against X or its precomputed second-order features.
 
     Returns
     -------
     mahalanobis : Tensor of shape (n_samples, n_components)
     """
     if covariance_type in ("full", "tied"):
-        n_components = tf.shape(means)[0]
+        n_factors = tf.shape(moments.factor)[0]
         n_features = tf.shape(means)[1]
-        # Tied has one factor; broadcasting it keeps a single code path.
-        chol = tf.broadcast_to(moments.factor, [n_components, n_features, n_features])
-        nu = tf.broadcast_to(degrees_of_freedom, [n_components])
-        identity = tf.eye(n_features, batch_shape=[n_components], dtype=X.dtype)
-        inv_chol = tf.linalg.triangular_solve(chol, identity, lower=True)  # [k, d, d]
-        # (x - m)^T Psi^-1 (x - m) = ||L^-1 x - L^-1 m||^2, one GEMM for all k.
-        projected = tf.einsum("nd,ked->nke", X, inv_chol)  # [n, k, d]
-        projected_means = tf.einsum("kd,ked->ke", means, inv_chol)  # [k, d]
-        sq = tf.reduce_sum(tf.square(projected - projected_means[None]), axis=-1)
-        return sq * nu[None, :]
+        identity = tf.eye(n_features, batch_shape=[n_factors], dtype=X.dtype)
+        inv_chol = tf.linalg.triangular_solve(moments.factor, identity, lower=True)
+        # A = nu Psi^-1 = nu L^-T L^-1
+        precision = degrees_of_freedom[:, None, None] * tf.linalg.matmul(
+            inv_chol, inv_chol, transpose_a=True
+        )  # [f, d, d]
+        precision_means = tf.linalg.matvec(precision, means)  # [k, d]
+        constant = tf.reduce_sum(precision_means * means, axis=1)  # [k]
+        cross = tf.linalg.matmul(X, precision_means, transpose_b=True)  # [n, k]
+        if covariance_type == "tied":
+            # One shared A: x^T A x = ||x L^-T||^2 nu is the same for every k.
+            whitened = tf.linalg.matmul(X, inv_chol[0], transpose_b=True)
+            quadratic = degrees_of_freedom[0] * tf.reduce_sum(
+                tf.square(whitened), axis=1, keepdims=True
+            )
+        elif features is not None:
+            quadratic = tf.linalg.matmul(
+                features, tf.reshape(precision, [n_factors, -1]), transpose_b=True
+            )
+        else:
+            projected = tf.einsum("nd,ked->nke", X, inv_chol)  # [n, k, d]
+            quadratic = degrees_of_freedom * tf.reduce_sum(
+                tf.square(projected), axis=-1
+            )
+        return quadratic - 2.0 * cross + constant[None, :]
     if covariance_type == "diag":
         precision = moments.factor  # [k, d]
-        # sum_d p_kd (x_nd - m_kd)^2 expanded into three GEMMs.
         return (
-            tf.linalg.matmul(X * X, precision, transpose_b=True)
+            tf.linalg.matmul(features, precision, transpose_b=True)
             - 2.0 * tf.linalg.matmul(X, precision * means, transpose_b=True)
             + tf.reduce_sum(precision * means * means, axis=-1)[None, :]
         )
     precision = moments.factor  # [k]
     sq_dist = (
-        tf.reduce_sum(X * X, axis=1)[:, None]
+        features[:, None]
         - 2.0 * tf.linalg.matmul(X, means, transpose_b=True)
         + tf.reduce_sum(means * means, axis=1)[None, :]
     )
@@ -407,7 +452,9 @@ def _update_posterior(stats, prior, reg_covar, covariance_type, weight_type):
     return (concentration_a, concentration_b, mean_precision, means, nu, psi)
 
 
-def _estimate_log_resp(X, posterior, moments, reg_covar, covariance_type, weight_type):
+def _estimate_log_resp(
+    X, features, posterior, moments, reg_covar, covariance_type, weight_type
+):
     """E-step: log q(z_n = k), the optimum of q(z) given q(pi) q(mu, Lambda).
 
     log rho_nk = E[log pi_k] + E[log|Lambda_k|] / 2 - D log(2 pi) / 2
@@ -422,7 +469,9 @@ def _estimate_log_resp(X, posterior, moments, reg_covar, covariance_type, weight
     concentration_a, concentration_b, beta, means, nu, _ = posterior
     dims = tf.cast(tf.shape(X)[1], X.dtype)
     log_weights = _expected_log_weights(concentration_a, concentration_b, weight_type)
-    mahalanobis = _expected_mahalanobis(X, means, nu, moments, covariance_type)
+    mahalanobis = _expected_mahalanobis(
+        X, features, means, nu, moments, covariance_type
+    )
     log_rho = (
         log_weights
         + 0.5 * moments.expected_log_det
@@ -433,10 +482,10 @@ def _estimate_log_resp(X, posterior, moments, reg_covar, covariance_type, weight
     return tf.nn.log_softmax(log_rho, axis=1)
 
 
-def _expected_statistics(X, sample_weight, log_resp, covariance_type):
+def _expected_statistics(X, features, sample_weight, log_resp, covariance_type):
     """Sufficient statistics of q(z) and its weighted entropy -sum w r log r."""
     resp = tf.exp(log_resp)
-    stats = _sufficient_statistics(X, sample_weight, resp, covariance_type)
+    stats = _sufficient_statistics(X, features, sample_weight, resp, covariance_type)
     entropy = -tf.reduce_sum(sample_weight[:, None] * resp * log_resp)
     return stats + (entropy,)
 
@@ -594,6 +643,7 @@ def _coordinate_ascent(
     lower_bound_init,
     covariance_type,
     weight_type,
+    outer_products,
 ):
     """Run CAVI until the ELBO changes by less than `tol`, all in one graph.
 
@@ -602,6 +652,7 @@ def _coordinate_ascent(
     block, so the recorded sequence never decreases (up to rounding).
     """
     n_features = tf.shape(X)[1]
+    features = _second_order_features(X, covariance_type, outer_products)
 
     def moments_of(posterior):
         return _precision_moments(
@@ -612,7 +663,9 @@ def _coordinate_ascent(
         start_from_posterior,
         lambda: posterior_init,
         lambda: _update_posterior(
-            _sufficient_statistics(X, sample_weight, resp_init, covariance_type),
+            _sufficient_statistics(
+                X, features, sample_weight, resp_init, covariance_type
+            ),
             prior,
             reg_covar,
             covariance_type,
@@ -628,9 +681,11 @@ def _coordinate_ascent(
 
     def step(n_iter, posterior, moments, lower_bound, converged, bounds):
         log_resp = _estimate_log_resp(
-            X, posterior, moments, reg_covar, covariance_type, weight_type
+            X, features, posterior, moments, reg_covar, covariance_type, weight_type
         )
-        stats = _expected_statistics(X, sample_weight, log_resp, covariance_type)
+        stats = _expected_statistics(
+            X, features, sample_weight, log_resp, covariance_type
+        )
         new_posterior = _update_posterior(
             stats, prior, reg_covar, covariance_type, weight_type
         )
@@ -701,14 +756,21 @@ def _prior_spec(dtype, covariance_type):
 _COMPILED = {}
 _COMPILED_LOCK = threading.Lock()
 
+# Largest x x^T feature matrix (in elements) held for 'full'; beyond it the loop
+# uses a slower path whose temporaries scale with n_components instead.
+_OUTER_PRODUCTS_MAX_SIZE = 2**25
 
-def _compiled_coordinate_ascent(covariance_type, weight_type, dtype):
+
+def _compiled_coordinate_ascent(
+    covariance_type, weight_type, dtype, outer_products=False
+):
     """The traced loop for one model structure and dtype, built once per process.
 
     Every dimension of the input signature is None, so fits of any shape reuse one
     trace: no retracing per fit and no pile-up of concrete functions.
     """
-    key = (covariance_type, weight_type, np.dtype(dtype).name)
+    outer_products = covariance_type == "full" and outer_products
+    key = (covariance_type, weight_type, np.dtype(dtype).name, outer_products)
     with _COMPILED_LOCK:
         if key not in _COMPILED:
             tf_dtype = tf.as_dtype(dtype)
@@ -730,6 +792,7 @@ def _compiled_coordinate_ascent(covariance_type, weight_type, dtype):
                     _coordinate_ascent,
                     covariance_type=covariance_type,
                     weight_type=weight_type,
+                    outer_products=outer_products,
                 ),
                 input_signature=signature,
                 autograph=False,
@@ -802,7 +865,10 @@ def fit_variational_posterior(
             np.ones(psi_shape, dtype),
         )
     fit = _compiled_coordinate_ascent(
-        covariance_type, weight_concentration_prior_type, dtype
+        covariance_type,
+        weight_concentration_prior_type,
+        dtype,
+        outer_products=n_samples * n_features**2 <= _OUTER_PRODUCTS_MAX_SIZE,
     )
     posterior, lower_bounds, n_iter, converged = fit(
         X,

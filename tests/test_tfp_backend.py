@@ -53,7 +53,10 @@ def _posterior_and_elbo(X, resp, prior, covariance_type, weight_type, reg_covar=
 def _posterior_and_elbo_graph(X, log_resp, prior, covariance_type, weight_type, reg):
     reg_covar = reg
     weights = tf.ones_like(X[:, 0])
-    stats = backend._expected_statistics(X, weights, log_resp, covariance_type)
+    features = backend._second_order_features(X, covariance_type, True)
+    stats = backend._expected_statistics(
+        X, features, weights, log_resp, covariance_type
+    )
     posterior = backend._update_posterior(
         stats, prior, reg_covar, covariance_type, weight_type
     )
@@ -324,6 +327,27 @@ def test_compiled_loop_is_reused_across_shapes():
             max_iter=20,
         )
     fit = backend._compiled_coordinate_ascent(
-        "diag", "dirichlet_distribution", np.float64
+        "diag", "dirichlet_distribution", np.float64, outer_products=True
     )
     assert fit.experimental_get_tracing_count() == 1
+
+
+def test_full_covariance_paths_agree(monkeypatch):
+    # Large inputs skip the x x^T features; both paths must give one answer.
+    rng = np.random.RandomState(0)
+    X = _blobs(rng, n_per_blob=50, n_features=2)
+    resp = rng.dirichlet(np.ones(4), size=X.shape[0])
+    kwargs = dict(
+        covariance_type="full",
+        weight_concentration_prior_type="dirichlet_process",
+        reg_covar=1e-6,
+        tol=1e-6,
+        max_iter=50,
+    )
+    prior = _default_prior(X, "full", 4)
+    with_features = backend.fit_variational_posterior(X, resp, prior, **kwargs)
+    monkeypatch.setattr(backend, "_OUTER_PRODUCTS_MAX_SIZE", 0)
+    without = backend.fit_variational_posterior(X, resp, prior, **kwargs)
+    np.testing.assert_allclose(
+        with_features["lower_bounds"], without["lower_bounds"], rtol=1e-10
+    )

@@ -8,7 +8,7 @@ import numpy as np
 from scipy.special import logsumexp
 from sklearn.base import BaseEstimator, DensityMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import check_array, check_random_state
+from sklearn.utils import check_array, check_random_state, gen_batches
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -19,6 +19,9 @@ from skbayesmix._gaussian import (
     _estimate_log_student_t_prob,
     _sample_student_t_mixture,
 )
+
+# Prediction works through X in chunks of this many (sample, component) pairs.
+_PREDICT_CHUNK_ELEMENTS = 2**16
 
 
 def _check_shape(param, param_shape, name):
@@ -568,6 +571,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             self.precisions_cholesky_, self.covariance_type
         )
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Fit the variational posterior by coordinate ascent.
 
@@ -591,7 +595,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         self : object
             The fitted mixture.
         """
-        self.fit_predict(X, y)
+        self._fit(X)
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -614,6 +618,10 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         labels : ndarray of shape (n_samples,)
             Component labels.
         """
+        return self._predict_validated(self._fit(X))
+
+    def _fit(self, X):
+        """Validate X, fit, and store the fitted attributes; return validated X."""
         X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
         if X.shape[0] < self.n_components:
             raise ValueError(
@@ -687,9 +695,9 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
                 "Try different init parameters, or increase max_iter, "
                 "tol, or check for degenerate data.",
                 ConvergenceWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
-        return np.argmax(self._estimate_weighted_log_prob(X), axis=1)
+        return X
 
     def _print_verbose_msg(self, lower_bounds, lower_bound_init, converged, elapsed):
         """Print scikit-learn's verbose lines once the compiled loop has ended."""
@@ -739,6 +747,22 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             log_weights = np.log(self.weights_).astype(log_prob.dtype)
         return log_prob + log_weights
 
+    def _weighted_log_prob_chunks(self, X):
+        """Yield (rows, weighted log prob of those rows) over chunks of X.
+
+        Chunks keep every temporary at a few MB, so `score_samples` on a
+        1000 x 1000 grid costs little more memory than its output.
+        """
+        n_rows = max(1, _PREDICT_CHUNK_ELEMENTS // self.n_components)
+        for rows in gen_batches(X.shape[0], n_rows):
+            yield rows, self._estimate_weighted_log_prob(X[rows])
+
+    def _predict_validated(self, X):
+        labels = np.empty(X.shape[0], dtype=np.intp)
+        for rows, weighted_log_prob in self._weighted_log_prob_chunks(X):
+            labels[rows] = np.argmax(weighted_log_prob, axis=1)
+        return labels
+
     def _validate_predict_data(self, X):
         check_is_fitted(self)
         return validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
@@ -760,7 +784,10 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             Log density of each sample in `X` under the posterior predictive.
         """
         X = self._validate_predict_data(X)
-        return logsumexp(self._estimate_weighted_log_prob(X), axis=1)
+        log_prob = np.empty(X.shape[0], dtype=np.result_type(X, self.means_))
+        for rows, weighted_log_prob in self._weighted_log_prob_chunks(X):
+            log_prob[rows] = logsumexp(weighted_log_prob, axis=1)
+        return log_prob
 
     def score(self, X, y=None):
         """Mean log posterior predictive density of the samples in X.
@@ -793,8 +820,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         labels : ndarray of shape (n_samples,)
             Component labels.
         """
-        X = self._validate_predict_data(X)
-        return np.argmax(self._estimate_weighted_log_prob(X), axis=1)
+        return self._predict_validated(self._validate_predict_data(X))
 
     def predict_proba(self, X):
         """Posterior probability of each component given each sample.
@@ -810,8 +836,12 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             p(z = k | x, data) under the posterior predictive; rows sum to 1.
         """
         X = self._validate_predict_data(X)
-        _, log_resp = _estimate_log_prob_resp(self._estimate_weighted_log_prob(X))
-        return np.exp(log_resp)
+        resp = np.empty(
+            (X.shape[0], self.n_components), dtype=np.result_type(X, self.means_)
+        )
+        for rows, weighted_log_prob in self._weighted_log_prob_chunks(X):
+            resp[rows] = np.exp(_estimate_log_prob_resp(weighted_log_prob)[1])
+        return resp
 
     def sample(self, n_samples=1):
         """Draw samples from the posterior predictive density.

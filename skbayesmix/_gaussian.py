@@ -376,6 +376,74 @@ def _estimate_log_student_t_kernel(
     return log_kernel
 
 
+def _estimate_log_student_t_kernel_far(
+    X, means, whitening, covariance_type, student_df
+):
+    """Estimate the log Student-t kernel in log space, for rows far from the means.
+
+    There q overflows, so :func:`_estimate_log_student_t_kernel` returns -inf
+    or NaN although the kernel -(df + D) / 2 * log(1 + q / df) is finite.
+    Dividing by s = max(max |x|, max |means|) bounds every term::
+
+        y_k = (x / s - means[k] / s) @ W_k,     ||y_k||^2 = q_k / (df_k * s^2)
+        log(1 + q_k / df_k) = logaddexp(0, 2 * log(s) + log ||y_k||^2)
+
+    and for 'diag' the same per dimension, with log(q_d / df) = 2 * log(s |y_d|).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+        Finite float64 rows.
+
+    means : ndarray of shape (n_components, n_features)
+        Float64 locations of the Student-t's.
+
+    whitening : ndarray
+        Float64 output of :func:`_compute_student_t_whitening`.
+
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}
+        Structure of the covariances.
+
+    student_df : ndarray of shape (n_components,)
+        Float64 degrees of freedom of the Student-t's.
+
+    Returns
+    -------
+    log_kernel : ndarray of shape (n_samples, n_components)
+        Float64 unnormalised log densities, as
+        :func:`_estimate_log_student_t_kernel` would give without overflow.
+    """
+    n_samples, n_features = X.shape
+    n_components = means.shape[0]
+    scale = np.maximum(np.max(np.abs(X), axis=1), np.max(np.abs(means)))  # [n]
+    scale[scale == 0.0] = 1.0
+    inv_scale = 1.0 / scale[:, None, None]  # [n, 1, 1]
+    # Subtracting before whitening avoids inf - inf and the cancellation of
+    # X @ W - means @ W; both terms are at most 1 in magnitude.
+    centred = X[:, None, :] * inv_scale - means * inv_scale  # [n, K, D]
+    if covariance_type in ("full", "tied"):
+        whitening = whitening.reshape(n_features, n_components, n_features)
+        y = np.einsum("ikj,jkl->ikl", centred, whitening)  # [n, K, D]
+    else:
+        y = centred * whitening.reshape(n_components, n_features)  # [n, K, D]
+    log_scale_sq = 2.0 * np.log(scale)[:, None]  # [n, 1]
+
+    # log(0) = -inf where x equals a mean, and logaddexp(0, -inf) = 0.
+    with np.errstate(divide="ignore"):
+        if covariance_type == "diag":
+            log_q = log_scale_sq[:, :, None] + 2.0 * np.log(np.abs(y))  # [n, K, D]
+            log_kernel = np.logaddexp(0.0, log_q).sum(axis=2)  # [n, K]
+            return -0.5 * (student_df + 1.0) * log_kernel
+        # ||y||^2 can still overflow when the precisions exceed about 1e300.
+        y_max = np.max(np.abs(y), axis=2)  # [n, K]
+        y_max[y_max == 0.0] = 1.0
+        y /= y_max[:, :, None]
+        log_q = (
+            log_scale_sq + 2.0 * np.log(y_max) + np.log(np.einsum("ikj,ikj->ik", y, y))
+        )  # [n, K]
+    return -0.5 * (student_df + n_features) * np.logaddexp(0.0, log_q)
+
+
 def _chunk_n_rows(n_components, n_features, itemsize):
     """Compute how many rows of X one chunk holds.
 
@@ -421,7 +489,10 @@ def _estimate_log_student_t_prob(
                          c_k = (1 + beta_k) / beta_k
 
     Rows of `X` are processed in chunks so that the temporaries stay near
-    `_CHUNK_BYTES`, whatever `n_samples`.
+    `_CHUNK_BYTES`, whatever `n_samples`. Rows so far from the means that q
+    overflows are recomputed in log space, where the density is still finite::
+
+        log p_k(x) ~ log Z_k - (df_k + D) / 2 * log(q_k / df_k)   as q_k -> inf
 
     Parameters
     ----------
@@ -486,23 +557,34 @@ def _estimate_log_student_t_prob(
         diag=covariance_type == "diag",
     ).astype(dtype)
 
-    whitening, whitened_means = _compute_student_t_whitening(
-        means.astype(np.float64),
-        precisions_cholesky,
-        covariance_type,
-        student_df,
-        scale_factor,
+    means_64 = means.astype(np.float64)
+    whitening_64, whitened_means = _compute_student_t_whitening(
+        means_64, precisions_cholesky, covariance_type, student_df, scale_factor
     )
-    whitening = whitening.astype(dtype)
+    whitening = whitening_64.astype(dtype)
     whitened_means = whitened_means.astype(dtype)
+    student_df_64 = student_df
     student_df = student_df.astype(dtype)
 
     log_prob = np.empty((n_samples, n_components), dtype=dtype)
     n_rows = _chunk_n_rows(n_components, n_features, dtype.itemsize)
-    for rows in gen_batches(n_samples, n_rows):
-        log_prob[rows] = _estimate_log_student_t_kernel(
-            X[rows], whitening, whitened_means, covariance_type, student_df
-        )
+    # Rows whose q overflows are recomputed below, so their overflow is expected.
+    with np.errstate(over="ignore", invalid="ignore"):
+        for rows in gen_batches(n_samples, n_rows):
+            log_kernel = _estimate_log_student_t_kernel(
+                X[rows], whitening, whitened_means, covariance_type, student_df
+            )  # [n_rows, K]
+            if not np.isfinite(log_kernel).all():
+                far = ~np.isfinite(log_kernel).all(axis=1)
+                far &= np.isfinite(X[rows]).all(axis=1)
+                log_kernel[far] = _estimate_log_student_t_kernel_far(
+                    X[rows][far].astype(np.float64),
+                    means_64,
+                    whitening_64,
+                    covariance_type,
+                    student_df_64,
+                )
+            log_prob[rows] = log_kernel
     log_prob += log_norm
     return log_prob
 

@@ -416,7 +416,14 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             )
             _check_precision_positivity(self.covariance_prior_, self.covariance_type)
         else:
-            self.covariance_prior_ = self.covariance_prior
+            value = np.asarray(self.covariance_prior, dtype=np.float64)
+            if value.size != 1:
+                raise ValueError(
+                    "The parameter 'spherical covariance_prior' should be a float, "
+                    "but got an array of shape %s" % (value.shape,)
+                )
+            _check_precision_positivity(value, self.covariance_type)
+            self.covariance_prior_ = float(value.reshape(()))
 
     def _standardised_prior(self, Xs, shift, max_abs, spread, dtype):
         """The prior in the backend's standardised units, as a tuple of arrays.
@@ -427,13 +434,16 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         if self.covariance_prior_ is None:
             # The empirical covariance, computed where it cannot overflow.
             scaled_cov = {
-                "full": lambda: np.atleast_2d(np.cov(Xs.T)),
-                "tied": lambda: np.atleast_2d(np.cov(Xs.T)),
-                "diag": lambda: np.var(Xs, axis=0, ddof=1),
-                "spherical": lambda: np.var(Xs, axis=0, ddof=1).mean(),
+                "full": lambda: np.atleast_2d(np.cov(Xs.T.astype(np.float64))),
+                "tied": lambda: np.atleast_2d(np.cov(Xs.T.astype(np.float64))),
+                "diag": lambda: np.var(Xs, axis=0, ddof=1, dtype=np.float64),
+                "spherical": lambda: np.var(
+                    Xs, axis=0, ddof=1, dtype=np.float64
+                ).mean(),
             }[self.covariance_type]()
+            scale = max_abs * spread
             with np.errstate(over="ignore"):
-                self.covariance_prior_ = scaled_cov * (max_abs * spread) ** 2
+                self.covariance_prior_ = (scaled_cov * scale * scale).astype(Xs.dtype)
         else:
             scaled_cov = np.asarray(self.covariance_prior_, dtype=np.float64)
             scaled_cov = scaled_cov / max_abs / max_abs / spread / spread
@@ -442,7 +452,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
                 "The covariance of X overflows the floating point range. "
                 "Rescale X, for example with StandardScaler."
             )
-        reg = self._standardised_reg_covar(max_abs, spread)
+        reg = self._standardised_reg_covar(max_abs, spread, dtype)
         if self.covariance_type in ("full", "tied"):
             scaled_cov = scaled_cov + reg * np.eye(n_features)
         else:
@@ -461,8 +471,11 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             )
         )
 
-    def _standardised_reg_covar(self, max_abs, spread):
-        return self.reg_covar / max_abs / max_abs / spread / spread
+    def _standardised_reg_covar(self, max_abs, spread, dtype):
+        # The data have unit spread in these units, so a floor of a few eps keeps
+        # collinear or n <= d data positive definite after rounding.
+        reg = self.reg_covar / max_abs / max_abs / spread / spread
+        return max(reg, 100 * np.finfo(dtype).eps)
 
     # ----------------------------------------------------------------------------
     # Fitting
@@ -503,6 +516,28 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             )
             resp[indices, np.arange(self.n_components)] = 1
         return resp
+
+    def _fitted_structure_matches(self, X):
+        """Whether a previous fit can warm-start a fit of this structure on X."""
+        if not hasattr(self, "converged_"):
+            return False
+        n_components, n_features = self.n_components, X.shape[1]
+        expected_shape = {
+            "full": (n_components, n_features, n_features),
+            "tied": (n_features, n_features),
+            "diag": (n_components, n_features),
+            "spherical": (n_components,),
+        }[self.covariance_type]
+        is_dirichlet_process = (
+            self.weight_concentration_prior_type == "dirichlet_process"
+        )
+        return (
+            self.means_.shape == (n_components, n_features)
+            and self.covariances_.shape == expected_shape
+            and (np.ndim(self.degrees_of_freedom_) == 0)
+            == (self.covariance_type == "tied")
+            and isinstance(self.weight_concentration_, tuple) == is_dirichlet_process
+        )
 
     def _standardised_posterior(self, shift, max_abs, spread, dtype):
         """The fitted posterior in standardised units, for a warm start."""
@@ -545,8 +580,9 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             self.weights_ = concentration_a / np.sum(concentration_a)
         self.mean_precision_ = beta
         self.means_ = means * (max_abs * spread) + shift.astype(means.dtype)
+        scale = max_abs * spread
         with np.errstate(over="ignore"):
-            psi = psi * max_abs * max_abs * spread * spread
+            psi = (psi.astype(np.float64) * scale * scale).astype(psi.dtype)
         if self.covariance_type == "full":
             self.degrees_of_freedom_ = nu
             self.covariances_ = psi / nu[:, None, None]
@@ -634,13 +670,17 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         from skbayesmix._tfp_backend import fit_variational_posterior
 
         shift, max_abs, spread = _standardisation(X)
+        if max_abs * spread < np.sqrt(self.reg_covar):
+            # Spread below the regularisation scale: measure in that scale instead,
+            # so reg_covar stays O(1) and identical points do not blow it up.
+            spread = float(np.sqrt(self.reg_covar)) / max_abs
         Xs = ((X / max_abs - shift / max_abs) / spread).astype(X.dtype)
         prior = self._standardised_prior(Xs, shift, max_abs, spread, X.dtype)
         n_samples, n_features = X.shape
         # The ELBO of standardised data differs by the log-Jacobian of the map.
         log_jacobian = -n_samples * n_features * (np.log(max_abs) + np.log(spread))
 
-        do_init = not (self.warm_start and hasattr(self, "converged_"))
+        do_init = not (self.warm_start and self._fitted_structure_matches(X))
         n_init = self.n_init if do_init else 1
         random_state = check_random_state(self.random_state)
         best = None
@@ -663,7 +703,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
                 prior,
                 covariance_type=self.covariance_type,
                 weight_concentration_prior_type=self.weight_concentration_prior_type,
-                reg_covar=self._standardised_reg_covar(max_abs, spread),
+                reg_covar=self._standardised_reg_covar(max_abs, spread, X.dtype),
                 tol=self.tol,
                 max_iter=self.max_iter,
                 posterior_init=posterior_init,

@@ -25,16 +25,15 @@
 import collections
 import functools
 import math
-import os
 import threading
 
 import numpy as np
 
-# TensorFlow prints C++ start-up chatter; keep it quiet unless the user asked for it.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import tensorflow as tf  # noqa: E402
-import tensorflow_probability as tfp  # noqa: E402
+# TensorFlow 2.21 logs its start-up lines through absl before TF_CPP_MIN_LOG_LEVEL
+# is read, so setting that variable would not quiet them; the environment is left
+# alone.
+import tensorflow as tf
+import tensorflow_probability as tfp
 
 tfd = tfp.distributions
 

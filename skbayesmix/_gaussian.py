@@ -381,8 +381,8 @@ def _estimate_log_student_t_kernel_far(
 ):
     """Estimate the log Student-t kernel in log space, for rows far from the means.
 
-    There q overflows, so :func:`_estimate_log_student_t_kernel` returns -inf
-    or NaN although the kernel -(df + D) / 2 * log(1 + q / df) is finite.
+    Far from the means q overflows, so :func:`_estimate_log_student_t_kernel`
+    returns -inf or NaN although -(df + D) / 2 * log(1 + q / df) is finite.
     Dividing by s = max(max |x|, max |means|) bounds every term::
 
         y_k = (x / s - means[k] / s) @ W_k,     ||y_k||^2 = q_k / (df_k * s^2)
@@ -434,13 +434,7 @@ def _estimate_log_student_t_kernel_far(
             log_q = log_scale_sq[:, :, None] + 2.0 * np.log(np.abs(y))  # [n, K, D]
             log_kernel = np.logaddexp(0.0, log_q).sum(axis=2)  # [n, K]
             return -0.5 * (student_df + 1.0) * log_kernel
-        # ||y||^2 can still overflow when the precisions exceed about 1e300.
-        y_max = np.max(np.abs(y), axis=2)  # [n, K]
-        y_max[y_max == 0.0] = 1.0
-        y /= y_max[:, :, None]
-        log_q = (
-            log_scale_sq + 2.0 * np.log(y_max) + np.log(np.einsum("ikj,ikj->ik", y, y))
-        )  # [n, K]
+        log_q = log_scale_sq + np.log(np.einsum("ikj,ikj->ik", y, y))  # [n, K]
     return -0.5 * (student_df + n_features) * np.logaddexp(0.0, log_q)
 
 
@@ -571,20 +565,25 @@ def _estimate_log_student_t_prob(
     # Rows whose q overflows are recomputed below, so their overflow is expected.
     with np.errstate(over="ignore", invalid="ignore"):
         for rows in gen_batches(n_samples, n_rows):
-            log_kernel = _estimate_log_student_t_kernel(
+            log_prob[rows] = _estimate_log_student_t_kernel(
                 X[rows], whitening, whitened_means, covariance_type, student_df
-            )  # [n_rows, K]
-            if not np.isfinite(log_kernel).all():
-                far = ~np.isfinite(log_kernel).all(axis=1)
-                far &= np.isfinite(X[rows]).all(axis=1)
-                log_kernel[far] = _estimate_log_student_t_kernel_far(
-                    X[rows][far].astype(np.float64),
+            )
+        # The kernel is <= 0, so its minimum is -inf or NaN exactly when some
+        # entry is; one np.min keeps the common path as fast as before.
+        if not np.isfinite(log_prob.min()):
+            far_rows = np.flatnonzero(
+                ~np.isfinite(log_prob).all(axis=1) & np.isfinite(X).all(axis=1)
+            )
+            n_rows_64 = _chunk_n_rows(n_components, n_features, 8)
+            for start in range(0, far_rows.shape[0], n_rows_64):
+                rows = far_rows[start : start + n_rows_64]
+                log_prob[rows] = _estimate_log_student_t_kernel_far(
+                    X[rows].astype(np.float64),
                     means_64,
                     whitening_64,
                     covariance_type,
                     student_df_64,
                 )
-            log_prob[rows] = log_kernel
     log_prob += log_norm
     return log_prob
 

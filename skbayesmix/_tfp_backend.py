@@ -266,13 +266,15 @@ def _wishart_kl(df_q, scale_inverse_chol_q, df_p, scale_inverse_chol_p):
 
 
 _PrecisionMoments = collections.namedtuple(
-    "_PrecisionMoments", ["expected_log_det", "expected_trace", "factor"]
+    "_PrecisionMoments",
+    ["expected_log_det", "expected_trace", "factor", "inverse_factor"],
 )
 _PrecisionMoments.__doc__ = """E[log|Lambda|], E[tr Lambda] and a factor for E[Lambda].
 
 `factor` is the lower Cholesky factor of Psi (n_factors, d, d) for full/tied
 (E[Lambda] = nu Psi^-1), and E[Lambda] itself, (n_components, d) or
-(n_components,), for diag and spherical.
+(n_components,), for diag and spherical. `inverse_factor` is L^-1 for full/tied,
+and `factor` again for diag and spherical.
 """
 
 
@@ -307,7 +309,7 @@ def _precision_moments(degrees_of_freedom, scale_inverse, n_features, covariance
         inv_chol = tf.linalg.triangular_solve(chol, identity, lower=True)
         # tr(Psi^-1) = ||L^-1||_F^2
         expected_trace = nu * tf.reduce_sum(tf.square(inv_chol), axis=[-2, -1])
-        return _PrecisionMoments(expected_log_det, expected_trace, chol)
+        return _PrecisionMoments(expected_log_det, expected_trace, chol, inv_chol)
     gamma = _precision_gamma(nu, scale_inverse, dims, covariance_type)
     expected_log = tf.math.digamma(gamma.concentration) - tf.math.log(gamma.rate)
     expected_precision = gamma.mean()  # [k, d] or [k]
@@ -316,9 +318,13 @@ def _precision_moments(degrees_of_freedom, scale_inverse, n_features, covariance
             tf.reduce_sum(expected_log, axis=-1),
             tf.reduce_sum(expected_precision, axis=-1),
             expected_precision,
+            expected_precision,
         )
     return _PrecisionMoments(
-        dims * expected_log, dims * expected_precision, expected_precision
+        dims * expected_log,
+        dims * expected_precision,
+        expected_precision,
+        expected_precision,
     )
 
 
@@ -327,41 +333,49 @@ def _expected_mahalanobis(
 ):
     """(x_n - m_k)^T E[Lambda_k] (x_n - m_k) for every sample and component.
 
-    Expanded as x^T A x - 2 x^T A m + m^T A m with A = E[Lambda_k], so that each
-    term is one GEMM against X or its precomputed second-order features.
+    For 'full' with precomputed x x^T features, and for 'tied' in float64, it is
+    expanded as x^T A x - 2 x^T A m + m^T A m with A = E[Lambda_k], so each term
+    is one GEMM. That expansion cancels badly in float32 when A is
+    ill-conditioned, so float32 whitens the differences instead:
+    nu ||L^-1 x - L^-1 m||^2, through an (n_samples, n_components, n_features)
+    temporary.
 
     Returns
     -------
     mahalanobis : Tensor of shape (n_samples, n_components)
     """
     if covariance_type in ("full", "tied"):
-        n_factors = tf.shape(moments.factor)[0]
-        n_features = tf.shape(means)[1]
-        identity = tf.eye(n_features, batch_shape=[n_factors], dtype=X.dtype)
-        inv_chol = tf.linalg.triangular_solve(moments.factor, identity, lower=True)
-        # A = nu Psi^-1 = nu L^-T L^-1
-        precision = degrees_of_freedom[:, None, None] * tf.linalg.matmul(
-            inv_chol, inv_chol, transpose_a=True
-        )  # [f, d, d]
-        precision_means = tf.linalg.matvec(precision, means)  # [k, d]
-        constant = tf.reduce_sum(precision_means * means, axis=1)  # [k]
-        cross = tf.linalg.matmul(X, precision_means, transpose_b=True)  # [n, k]
-        if covariance_type == "tied":
-            # One shared A: x^T A x = ||x L^-T||^2 nu is the same for every k.
-            whitened = tf.linalg.matmul(X, inv_chol[0], transpose_b=True)
-            quadratic = degrees_of_freedom[0] * tf.reduce_sum(
-                tf.square(whitened), axis=1, keepdims=True
-            )
-        elif features is not None:
-            quadratic = tf.linalg.matmul(
-                features, tf.reshape(precision, [n_factors, -1]), transpose_b=True
-            )
-        else:
-            projected = tf.einsum("nd,ked->nke", X, inv_chol)  # [n, k, d]
-            quadratic = degrees_of_freedom * tf.reduce_sum(
-                tf.square(projected), axis=-1
-            )
-        return quadratic - 2.0 * cross + constant[None, :]
+        inv_chol = moments.inverse_factor  # [f, d, d], L^-1 with Psi = L L^T
+        n_components, n_features = tf.shape(means)[0], tf.shape(means)[1]
+        expand = features is not None or (
+            covariance_type == "tied" and X.dtype == tf.float64
+        )
+        if expand:
+            # A = nu Psi^-1 = nu L^-T L^-1
+            precision = degrees_of_freedom[:, None, None] * tf.linalg.matmul(
+                inv_chol, inv_chol, transpose_a=True
+            )  # [f, d, d]
+            precision_means = tf.linalg.matvec(precision, means)  # [k, d]
+            constant = tf.reduce_sum(precision_means * means, axis=1)  # [k]
+            cross = tf.linalg.matmul(X, precision_means, transpose_b=True)  # [n, k]
+            if covariance_type == "tied":
+                # One shared A: x^T A x = nu ||L^-1 x||^2 is the same for every k.
+                whitened = tf.linalg.matmul(X, inv_chol[0], transpose_b=True)
+                quadratic = degrees_of_freedom[0] * tf.reduce_sum(
+                    tf.square(whitened), axis=1, keepdims=True
+                )
+            else:
+                quadratic = tf.linalg.matmul(
+                    features,
+                    tf.reshape(precision, [n_components, -1]),
+                    transpose_b=True,
+                )
+            return quadratic - 2.0 * cross + constant[None, :]
+        inv_chol = tf.broadcast_to(inv_chol, [n_components, n_features, n_features])
+        nu = tf.broadcast_to(degrees_of_freedom, [n_components])
+        projected = tf.einsum("nd,ked->nke", X, inv_chol)  # [n, k, d]
+        projected_means = tf.einsum("kd,ked->ke", means, inv_chol)  # [k, d]
+        return nu * tf.reduce_sum(tf.square(projected - projected_means), axis=-1)
     if covariance_type == "diag":
         precision = moments.factor  # [k, d]
         return (
@@ -649,9 +663,26 @@ def _coordinate_ascent(
     Each iteration is: E-step from q(theta), statistics of q(z), closed-form
     q(theta), ELBO at (q(z), q(theta)). Each half maximises the ELBO over its
     block, so the recorded sequence never decreases (up to rounding).
+
+    The E-step, the work per sample and component, runs in X's dtype. Sums over
+    samples, q(theta) and the ELBO are float64: float32 sums over 1e5+ samples
+    lose the digits that the scatter (second moment minus squared mean) and the
+    convergence test need.
     """
     n_features = tf.shape(X)[1]
-    features = _second_order_features(X, covariance_type, outer_products)
+    # x x^T features serve float32's E-step badly (see _expected_mahalanobis).
+    features = _second_order_features(
+        X, covariance_type, outer_products and X.dtype == tf.float64
+    )
+    if X.dtype == tf.float64:
+        X_sum, features_sum = X, features
+    else:
+        X_sum = tf.cast(X, tf.float64)
+        features_sum = _second_order_features(X_sum, covariance_type, outer_products)
+    reg_compute = tf.cast(reg_covar, X.dtype)
+
+    def to_compute_dtype(structure):
+        return tf.nest.map_structure(lambda t: tf.cast(t, X.dtype), structure)
 
     def moments_of(posterior):
         return _precision_moments(
@@ -663,7 +694,11 @@ def _coordinate_ascent(
         lambda: posterior_init,
         lambda: _update_posterior(
             _sufficient_statistics(
-                X, features, sample_weight, resp_init, covariance_type
+                X_sum,
+                features_sum,
+                sample_weight,
+                tf.cast(resp_init, tf.float64),
+                covariance_type,
             ),
             prior,
             reg_covar,
@@ -671,7 +706,7 @@ def _coordinate_ascent(
             weight_type,
         ),
     )
-    lower_bounds = tf.TensorArray(X.dtype, size=0, dynamic_size=True)
+    lower_bounds = tf.TensorArray(tf.float64, size=0, dynamic_size=True)
 
     # The moments of q(theta) feed both the ELBO of one iteration and the E-step of
     # the next, so they travel in the loop state and are computed once.
@@ -680,10 +715,20 @@ def _coordinate_ascent(
 
     def step(n_iter, posterior, moments, lower_bound, converged, bounds):
         log_resp = _estimate_log_resp(
-            X, features, posterior, moments, reg_covar, covariance_type, weight_type
+            X,
+            features,
+            to_compute_dtype(posterior),
+            to_compute_dtype(moments),
+            reg_compute,
+            covariance_type,
+            weight_type,
         )
         stats = _expected_statistics(
-            X, features, sample_weight, log_resp, covariance_type
+            X_sum,
+            features_sum,
+            sample_weight,
+            tf.cast(log_resp, tf.float64),
+            covariance_type,
         )
         new_posterior = _update_posterior(
             stats, prior, reg_covar, covariance_type, weight_type
@@ -773,14 +818,14 @@ def _compiled_coordinate_ascent(
     with _COMPILED_LOCK:
         if key not in _COMPILED:
             tf_dtype = tf.as_dtype(dtype)
-            scalar = tf.TensorSpec([], tf_dtype)
+            scalar = tf.TensorSpec([], tf.float64)
             signature = [
                 tf.TensorSpec([None, None], tf_dtype),  # X
-                tf.TensorSpec([None], tf_dtype),  # sample_weight
+                tf.TensorSpec([None], tf.float64),  # sample_weight
                 tf.TensorSpec([None, None], tf_dtype),  # resp_init
-                _posterior_spec(tf_dtype, covariance_type),
+                _posterior_spec(tf.float64, covariance_type),
                 tf.TensorSpec([], tf.bool),  # start_from_posterior
-                _prior_spec(tf_dtype, covariance_type),
+                _prior_spec(tf.float64, covariance_type),
                 scalar,  # reg_covar
                 scalar,  # tol
                 tf.TensorSpec([], tf.int32),  # max_iter
@@ -838,14 +883,15 @@ def fit_variational_posterior(
     Returns
     -------
     result : dict
-        'posterior' (tuple of ndarray, see `_update_posterior`), 'lower_bounds'
-        (n_iter,), 'n_iter' (int) and 'converged' (bool).
+        'posterior' (tuple of float64 ndarray, see `_update_posterior`),
+        'lower_bounds' (n_iter,) in float64, 'n_iter' (int) and 'converged'
+        (bool).
     """
     dtype = X.dtype
     n_samples, n_features = X.shape
     n_components = resp_init.shape[1]
     if sample_weight is None:
-        sample_weight = np.ones(n_samples, dtype=dtype)
+        sample_weight = np.ones(n_samples)
     start_from_posterior = posterior_init is not None
     if not start_from_posterior:
         # Placeholders of the right rank; tf.cond does not read them.
@@ -856,12 +902,12 @@ def fit_variational_posterior(
             "spherical": (n_components,),
         }[covariance_type]
         posterior_init = (
-            np.ones(n_components, dtype),
-            np.ones(n_components, dtype),
-            np.ones(n_components, dtype),
-            np.zeros((n_components, n_features), dtype),
-            np.ones(psi_shape[0], dtype),
-            np.ones(psi_shape, dtype),
+            np.ones(n_components),
+            np.ones(n_components),
+            np.ones(n_components),
+            np.zeros((n_components, n_features)),
+            np.ones(psi_shape[0]),
+            np.ones(psi_shape),
         )
     fit = _compiled_coordinate_ascent(
         covariance_type,
@@ -869,17 +915,18 @@ def fit_variational_posterior(
         dtype,
         outer_products=n_samples * n_features**2 <= _OUTER_PRODUCTS_MAX_SIZE,
     )
+    float64 = np.float64
     posterior, lower_bounds, n_iter, converged = fit(
         X,
-        np.asarray(sample_weight, dtype),
+        np.asarray(sample_weight, float64),
         np.asarray(resp_init, dtype),
-        tuple(np.asarray(p, dtype) for p in posterior_init),
+        tuple(np.asarray(p, float64) for p in posterior_init),
         tf.constant(start_from_posterior),
-        tuple(np.asarray(p, dtype) for p in prior),
-        np.asarray(reg_covar, dtype),
-        np.asarray(tol, dtype),
+        tuple(np.asarray(p, float64) for p in prior),
+        np.asarray(reg_covar, float64),
+        np.asarray(tol, float64),
         np.int32(min(max_iter, np.iinfo(np.int32).max)),
-        np.asarray(lower_bound_init, dtype),
+        np.asarray(lower_bound_init, float64),
     )
     return {
         "posterior": tuple(p.numpy() for p in posterior),

@@ -20,6 +20,10 @@ from skbayesmix._gaussian import (
     _sample_student_t_mixture,
 )
 
+# Lower bound on reg_covar in the backend's unit-spread units; see
+# `_standardised_reg_covar`.
+_MIN_STANDARDISED_REG_COVAR = 1e-10
+
 # Prediction works through X in chunks of this many (sample, component) pairs.
 _PREDICT_CHUNK_ELEMENTS = 2**16
 
@@ -425,8 +429,11 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             _check_precision_positivity(value, self.covariance_type)
             self.covariance_prior_ = float(value.reshape(()))
 
-    def _standardised_prior(self, Xs, shift, max_abs, spread, dtype):
-        """The prior in the backend's standardised units, as a tuple of arrays.
+    def _standardised_prior(self, Xs, shift, max_abs, spread):
+        """The prior in the backend's standardised units, as float64 arrays.
+
+        float64 whatever X's dtype: the regularisation floor added to the scale
+        would vanish in float32 rounding.
 
         Also sets the default `covariance_prior_` in data units.
         """
@@ -452,7 +459,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
                 "The covariance of X overflows the floating point range. "
                 "Rescale X, for example with StandardScaler."
             )
-        reg = self._standardised_reg_covar(max_abs, spread, dtype)
+        reg = self._standardised_reg_covar(max_abs, spread)
         if self.covariance_type in ("full", "tied"):
             scaled_cov = scaled_cov + reg * np.eye(n_features)
         else:
@@ -461,7 +468,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             np.asarray(self.mean_prior_, np.float64) / max_abs - shift / max_abs
         ) / spread
         return tuple(
-            np.asarray(p, dtype=dtype)
+            np.asarray(p, dtype=np.float64)
             for p in (
                 self.weight_concentration_prior_,
                 self.mean_precision_prior_,
@@ -471,11 +478,13 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             )
         )
 
-    def _standardised_reg_covar(self, max_abs, spread, dtype):
-        # The data have unit spread in these units, so a floor of a few eps keeps
-        # collinear or n <= d data positive definite after rounding.
+    def _standardised_reg_covar(self, max_abs, spread):
+        # The data have unit spread in these units. The backend's float64 scatter
+        # (second moment minus squared mean) carries a rounding error near
+        # 1e-15 * n_features per sample; a floor well above it keeps collinear or
+        # n <= d data positive definite, and is far below any resolvable variance.
         reg = self.reg_covar / max_abs / max_abs / spread / spread
-        return max(reg, 100 * np.finfo(dtype).eps)
+        return max(reg, _MIN_STANDARDISED_REG_COVAR)
 
     # ----------------------------------------------------------------------------
     # Fitting
@@ -539,7 +548,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             and isinstance(self.weight_concentration_, tuple) == is_dirichlet_process
         )
 
-    def _standardised_posterior(self, shift, max_abs, spread, dtype):
+    def _standardised_posterior(self, shift, max_abs, spread):
         """The fitted posterior in standardised units, for a warm start."""
         nu = np.atleast_1d(self.degrees_of_freedom_)
         if self.covariance_type == "full":
@@ -558,7 +567,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         means = (self.means_ / max_abs - shift / max_abs) / spread
         psi = psi / max_abs / max_abs / spread / spread
         return tuple(
-            np.asarray(p, dtype)
+            np.asarray(p, dtype=np.float64)
             for p in (
                 concentration_a,
                 concentration_b,
@@ -569,40 +578,63 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             )
         )
 
-    def _set_posterior(self, posterior, shift, max_abs, spread):
-        """Store the backend's posterior as scikit-learn's fitted attributes."""
-        concentration_a, concentration_b, beta, means, nu, psi = posterior
+    def _set_posterior(self, posterior, shift, max_abs, spread, dtype):
+        """Store the backend's posterior as scikit-learn's fitted attributes.
+
+        Everything is derived in float64, then cast to X's dtype: a float32
+        covariance can be too ill-conditioned to factorise, while the cast of its
+        float64 precision Cholesky factor is accurate.
+        """
+        concentration_a, concentration_b, beta, means, nu, psi = (
+            np.asarray(p, dtype=np.float64) for p in posterior
+        )
         if self.weight_concentration_prior_type == "dirichlet_process":
-            self.weight_concentration_ = (concentration_a, concentration_b)
-            self.weights_ = _dirichlet_process_weights(concentration_a, concentration_b)
+            weight_concentration = (concentration_a, concentration_b)
+            weights = _dirichlet_process_weights(concentration_a, concentration_b)
         else:
-            self.weight_concentration_ = concentration_a
-            self.weights_ = concentration_a / np.sum(concentration_a)
-        self.mean_precision_ = beta
-        self.means_ = means * (max_abs * spread) + shift.astype(means.dtype)
+            weight_concentration = concentration_a
+            weights = concentration_a / np.sum(concentration_a)
         scale = max_abs * spread
+        means = means * scale + shift
         with np.errstate(over="ignore"):
-            psi = (psi.astype(np.float64) * scale * scale).astype(psi.dtype)
+            psi = psi * scale * scale
         if self.covariance_type == "full":
-            self.degrees_of_freedom_ = nu
-            self.covariances_ = psi / nu[:, None, None]
+            covariances = psi / nu[:, None, None]
         elif self.covariance_type == "tied":
-            self.degrees_of_freedom_ = nu.dtype.type(nu[0])
-            self.covariances_ = psi[0] / nu[0]
+            psi, nu = psi[0], nu[0]
+            covariances = psi / nu
         elif self.covariance_type == "diag":
-            self.degrees_of_freedom_ = nu
-            self.covariances_ = psi / nu[:, None]
+            covariances = psi / nu[:, None]
         else:
-            self.degrees_of_freedom_ = nu
-            self.covariances_ = psi / nu
-        if not np.all(np.isfinite(self.covariances_)):
+            covariances = psi / nu
+        with np.errstate(over="ignore"):
+            covariances = covariances.astype(dtype)
+        if not np.all(np.isfinite(covariances)):
             raise ValueError(
                 "The covariance of X overflows the floating point range. "
                 "Rescale X, for example with StandardScaler."
             )
-        self.precisions_cholesky_ = _compute_precision_cholesky(
-            self.covariances_, self.covariance_type
+        precisions_cholesky = _compute_precision_cholesky(
+            psi / np.asarray(nu)[..., None, None]
+            if self.covariance_type in ("full", "tied")
+            else covariances.astype(np.float64),
+            self.covariance_type,
         )
+
+        def cast(value):
+            return value.astype(dtype) if isinstance(value, np.ndarray) else value
+
+        self.weight_concentration_ = (
+            tuple(cast(v) for v in weight_concentration)
+            if isinstance(weight_concentration, tuple)
+            else cast(weight_concentration)
+        )
+        self.weights_ = cast(weights)
+        self.mean_precision_ = cast(beta)
+        self.means_ = cast(means)
+        self.degrees_of_freedom_ = cast(nu) if np.ndim(nu) else dtype(nu)
+        self.covariances_ = covariances
+        self.precisions_cholesky_ = cast(precisions_cholesky)
         self.precisions_ = _compute_precisions(
             self.precisions_cholesky_, self.covariance_type
         )
@@ -675,7 +707,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             # so reg_covar stays O(1) and identical points do not blow it up.
             spread = float(np.sqrt(self.reg_covar)) / max_abs
         Xs = ((X / max_abs - shift / max_abs) / spread).astype(X.dtype)
-        prior = self._standardised_prior(Xs, shift, max_abs, spread, X.dtype)
+        prior = self._standardised_prior(Xs, shift, max_abs, spread)
         n_samples, n_features = X.shape
         # The ELBO of standardised data differs by the log-Jacobian of the map.
         log_jacobian = -n_samples * n_features * (np.log(max_abs) + np.log(spread))
@@ -693,9 +725,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
                 posterior_init, lower_bound_init = None, -np.inf
             else:
                 resp = np.zeros((n_samples, self.n_components), X.dtype)
-                posterior_init = self._standardised_posterior(
-                    shift, max_abs, spread, X.dtype
-                )
+                posterior_init = self._standardised_posterior(shift, max_abs, spread)
                 lower_bound_init = self.lower_bound_ - log_jacobian
             result = fit_variational_posterior(
                 Xs,
@@ -703,7 +733,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
                 prior,
                 covariance_type=self.covariance_type,
                 weight_concentration_prior_type=self.weight_concentration_prior_type,
-                reg_covar=self._standardised_reg_covar(max_abs, spread, X.dtype),
+                reg_covar=self._standardised_reg_covar(max_abs, spread),
                 tol=self.tol,
                 max_iter=self.max_iter,
                 posterior_init=posterior_init,
@@ -724,7 +754,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
                 best = (lower_bound, lower_bounds, result, converged)
 
         lower_bound, lower_bounds, result, converged = best
-        self._set_posterior(result["posterior"], shift, max_abs, spread)
+        self._set_posterior(result["posterior"], shift, max_abs, spread, X.dtype.type)
         self.converged_ = converged
         self.n_iter_ = result["n_iter"]
         self.lower_bound_ = float(lower_bound)

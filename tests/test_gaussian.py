@@ -1,6 +1,7 @@
 """Tests for the predictive Student-t maths in skbayesmix._gaussian."""
 
 import tracemalloc
+import warnings
 
 import numpy as np
 import pytest
@@ -118,6 +119,8 @@ def test_estimate_log_student_t_prob_chunked_equals_unchunked(
     rng = np.random.RandomState(0)
     posterior = _make_posterior(rng, 3, 2, covariance_type)
     X = 4.0 * rng.randn(103, 2)
+    # 26 rows so far out that they are recomputed, themselves in chunks.
+    X[::4] *= 1e300
     unchunked = _log_prob(X, posterior, covariance_type)
 
     # 7 rows per chunk leaves a ragged last chunk.
@@ -159,6 +162,162 @@ def test_estimate_log_student_t_prob_keeps_float32(covariance_type):
 
     assert log_prob_32.dtype == np.float32
     assert_allclose(log_prob_32, _log_prob(X, posterior, covariance_type), rtol=1e-4)
+
+
+def _tail_exponent(posterior, covariance_type):
+    """a_k with log p_k(t * x) = const - a_k * log(t) + o(1) as t -> inf."""
+    n_components, n_features = posterior["means"].shape
+    nu = np.broadcast_to(posterior["degrees_of_freedom"], (n_components,))
+    # -(df + D) / 2 * log(q / df) with q growing as t^2; 'diag' sums D
+    # univariate tails with df = nu.
+    if covariance_type in ("full", "tied"):
+        return nu + 1.0
+    return n_features * (nu + 1.0)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_estimate_log_student_t_prob_finite_far_from_means(covariance_type):
+    rng = np.random.RandomState(0)
+    posterior = _make_posterior(rng, 3, 2, covariance_type)
+    X = 4.0 * rng.randn(20, 2)
+    # q stays finite at 1e100 but overflows by 1e300.
+    scales = np.array([1e100, 1e150, 1e200, 1e300])
+
+    log_prob = np.stack([_log_prob(s * X, posterior, covariance_type) for s in scales])
+
+    assert np.all(np.isfinite(log_prob))
+    assert np.all(np.diff(log_prob, axis=0) < 0)
+    expected_step = (
+        -_tail_exponent(posterior, covariance_type)
+        * np.log(scales[1:] / scales[:-1])[:, None, None]
+    )  # [n_scales - 1, 1, n_components]
+    assert_allclose(
+        np.diff(log_prob, axis=0),
+        np.broadcast_to(expected_step, (3, 20, 3)),
+        rtol=1e-10,
+    )
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_estimate_log_student_t_prob_finite_far_from_means_float32(covariance_type):
+    rng = np.random.RandomState(0)
+    posterior = _make_posterior(rng, 3, 2, covariance_type)
+    posterior_32 = {
+        name: np.asarray(value, dtype=np.float32) for name, value in posterior.items()
+    }
+    X = 4.0 * rng.randn(20, 2).astype(np.float32)
+    # In float32, q overflows from about 1e20 on.
+    scales = [np.float32(1e10), np.float32(1e20), np.float32(1e30)]
+
+    log_prob = np.stack(
+        [_log_prob(s * X, posterior_32, covariance_type) for s in scales]
+    )
+
+    assert log_prob.dtype == np.float32
+    assert np.all(np.isfinite(log_prob))
+    assert np.all(np.diff(log_prob, axis=0) < 0)
+    posterior_64 = {
+        name: np.asarray(value, dtype=np.float64)
+        for name, value in posterior_32.items()
+    }
+    log_prob_64 = np.stack(
+        [
+            _log_prob((s * X).astype(np.float64), posterior_64, covariance_type)
+            for s in scales
+        ]
+    )
+    assert_allclose(log_prob, log_prob_64, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "scale, dtype",
+    [(1e150, np.float64), (1e300, np.float64), (1e30, np.float32)],
+)
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_estimate_log_prob_resp_finite_far_from_means(covariance_type, scale, dtype):
+    rng = np.random.RandomState(0)
+    posterior = _make_posterior(rng, 3, 2, covariance_type)
+    posterior = {
+        name: np.asarray(value, dtype=dtype) for name, value in posterior.items()
+    }
+    X = dtype(scale) * (4.0 * rng.randn(20, 2)).astype(dtype)
+
+    weighted_log_prob = np.log(posterior["weights"]) + _log_prob(
+        X, posterior, covariance_type
+    )
+    log_prob_norm, log_resp = _estimate_log_prob_resp(weighted_log_prob)
+
+    assert np.all(np.isfinite(log_prob_norm))
+    assert np.all(np.isfinite(log_resp))
+    assert_allclose(
+        np.exp(log_resp).sum(axis=1), 1.0, rtol=1e-5 if dtype == np.float32 else 1e-12
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_estimate_log_student_t_kernel_far_matches_kernel(
+    covariance_type, dtype, monkeypatch
+):
+    rng = np.random.RandomState(0)
+    posterior = _make_posterior(rng, 3, 2, covariance_type)
+    posterior = {
+        name: np.asarray(value, dtype=dtype) for name, value in posterior.items()
+    }
+    # Rows at the means make q exactly 0 on the log-space path.
+    X = np.vstack([4.0 * rng.randn(50, 2), posterior["means"]]).astype(dtype)
+    log_prob = _log_prob(X, posterior, covariance_type)
+
+    def non_finite_kernel(X, *args):
+        return np.full((X.shape[0], 3), np.nan, dtype=X.dtype)
+
+    # Every row now looks overflowed, so every row takes the log-space path.
+    monkeypatch.setattr(_gaussian, "_estimate_log_student_t_kernel", non_finite_kernel)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        log_prob_far = _log_prob(X, posterior, covariance_type)
+
+    assert log_prob_far.dtype == dtype
+    assert_allclose(log_prob_far, log_prob, rtol=1e-5 if dtype == np.float32 else 1e-10)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_estimate_log_student_t_prob_far_rows_leave_other_rows_unchanged(
+    covariance_type,
+):
+    rng = np.random.RandomState(0)
+    posterior = _make_posterior(rng, 3, 2, covariance_type)
+    X = 4.0 * rng.randn(30, 2)
+    is_far = np.arange(30) % 3 == 0
+    X_mixed = np.where(is_far[:, None], 1e300 * X, X)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        log_prob_mixed = _log_prob(X_mixed, posterior, covariance_type)
+
+    assert np.all(np.isfinite(log_prob_mixed))
+    assert_array_equal(
+        log_prob_mixed[~is_far], _log_prob(X, posterior, covariance_type)[~is_far]
+    )
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_estimate_log_student_t_prob_leaves_non_finite_rows_alone(covariance_type):
+    rng = np.random.RandomState(0)
+    posterior = _make_posterior(rng, 3, 2, covariance_type)
+    X = 4.0 * rng.randn(10, 2)
+    X_bad = X.copy()
+    X_bad[2, 0] = np.inf
+    X_bad[5, 1] = np.nan
+
+    # Only non-finite rows fail the fast path, so none is recomputed.
+    log_prob = _log_prob(X_bad, posterior, covariance_type)
+
+    is_bad = np.isin(np.arange(10), [2, 5])
+    assert not np.any(np.isfinite(log_prob[is_bad]).all(axis=1))
+    assert_array_equal(
+        log_prob[~is_bad], _log_prob(X, posterior, covariance_type)[~is_bad]
+    )
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)

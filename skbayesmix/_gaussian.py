@@ -693,7 +693,7 @@ def _sample_centred_student_t(rng, n_samples, scale, covariance_type, df, n_feat
     A multivariate t is a Gaussian whose precision is scaled by g / df with
     g ~ chi2(df)::
 
-        x = chol(scale) @ z / sqrt(g / df),   z ~ N(0, I)
+        x = scale^(1/2) @ z / sqrt(g / df),   z ~ N(0, I)
 
     For 'diag' every dimension has its own g (independent univariate t's).
 
@@ -727,7 +727,10 @@ def _sample_centred_student_t(rng, n_samples, scale, covariance_type, df, n_feat
         return np.sqrt(scale) * rng.standard_t(df, size=(n_samples, n_features))
     z = rng.standard_normal(size=(n_samples, n_features))  # [n, D]
     if covariance_type in ("full", "tied"):
-        z = z @ linalg.cholesky(scale, lower=True).T
+        # A symmetric square root rather than a Cholesky factor: a float32 fit of
+        # nearly collinear data can give a scale that is PD only up to rounding.
+        eigenvalues, eigenvectors = np.linalg.eigh(scale)
+        z = (z * np.sqrt(np.maximum(eigenvalues, 0.0))) @ eigenvectors.T
     else:
         z *= np.sqrt(scale)
     return z / np.sqrt(rng.chisquare(df, size=n_samples) / df)[:, np.newaxis]

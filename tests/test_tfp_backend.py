@@ -293,7 +293,7 @@ def test_fit_variational_posterior_elbo_never_decreases(covariance_type, weight_
     assert np.all(np.diff(lower_bounds) >= -1e-9 * np.abs(lower_bounds[1:]))
 
 
-def test_fit_variational_posterior_keeps_float32():
+def test_fit_variational_posterior_accepts_float32():
     rng = np.random.RandomState(0)
     X = _blobs(rng).astype(np.float32)
     resp = np.eye(3, dtype=np.float32)[rng.randint(3, size=X.shape[0])]
@@ -307,8 +307,10 @@ def test_fit_variational_posterior_keeps_float32():
         tol=1e-3,
         max_iter=100,
     )
-    assert all(p.dtype == np.float32 for p in result["posterior"])
-    assert result["lower_bounds"].dtype == np.float32
+    # Sums over samples, the posterior and the bound are accumulated in float64;
+    # the estimator casts the fitted attributes back to float32.
+    assert all(p.dtype == np.float64 for p in result["posterior"])
+    assert result["lower_bounds"].dtype == np.float64
 
 
 def test_compiled_loop_is_reused_across_shapes():

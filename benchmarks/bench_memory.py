@@ -92,7 +92,7 @@ def tracing_counts():
     counts = {}
     for key, function in dict(_COMPILED).items():
         try:
-            counts["/".join(key)] = function.experimental_get_tracing_count()
+            counts["/".join(map(str, key))] = function.experimental_get_tracing_count()
         except AttributeError:
             return None
     return counts

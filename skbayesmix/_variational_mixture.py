@@ -775,7 +775,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             return
         per_iter = elapsed / max(len(lower_bounds), 1)
         previous = np.concatenate([[lower_bound_init], lower_bounds[:-1]])
-        for n_iter, (change) in enumerate(lower_bounds - previous, start=1):
+        for n_iter, change in enumerate(lower_bounds - previous, start=1):
             if n_iter % self.verbose_interval == 0:
                 if self.verbose == 1:
                     print("  Iteration %d" % n_iter)

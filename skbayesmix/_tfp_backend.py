@@ -465,6 +465,28 @@ def _update_posterior(stats, prior, reg_covar, covariance_type, weight_type):
     return (concentration_a, concentration_b, mean_precision, means, nu, psi)
 
 
+def _log_rho_offset(posterior, moments, reg_covar, n_features, weight_type):
+    """The part of log rho_nk that does not depend on x_n.
+
+    offset_k = E[log pi_k] + E[log|Lambda_k|] / 2 - D log(2 pi) / 2 - D / (2 beta_k)
+               - reg_covar E[tr Lambda_k] / 2
+
+    Returns
+    -------
+    offset : Tensor of shape (n_components,)
+    """
+    concentration_a, concentration_b, beta = posterior[:3]
+    dims = tf.cast(n_features, beta.dtype)
+    log_weights = _expected_log_weights(concentration_a, concentration_b, weight_type)
+    return (
+        log_weights
+        + 0.5 * moments.expected_log_det
+        - 0.5 * dims * _LOG_2PI
+        - 0.5 * dims / beta
+        - 0.5 * reg_covar * moments.expected_trace
+    )
+
+
 def _estimate_log_resp(
     X, features, posterior, moments, reg_covar, covariance_type, weight_type
 ):
@@ -479,19 +501,14 @@ def _estimate_log_resp(
     -------
     log_resp : Tensor of shape (n_samples, n_components)
     """
-    concentration_a, concentration_b, beta, means, nu, _ = posterior
-    dims = tf.cast(tf.shape(X)[1], X.dtype)
-    log_weights = _expected_log_weights(concentration_a, concentration_b, weight_type)
+    means, nu = posterior[3], posterior[4]
+    offset = _log_rho_offset(
+        posterior, moments, reg_covar, tf.shape(X)[1], weight_type
+    )  # [k]
     mahalanobis = _expected_mahalanobis(
         X, features, means, nu, moments, covariance_type
     )
-    log_rho = (
-        log_weights
-        + 0.5 * moments.expected_log_det
-        - 0.5 * dims * _LOG_2PI
-        - 0.5 * dims / beta
-        - 0.5 * reg_covar * moments.expected_trace
-    )[None, :] - 0.5 * mahalanobis  # [n, k]
+    log_rho = offset[None, :] - 0.5 * mahalanobis  # [n, k]
     return tf.nn.log_softmax(log_rho, axis=1)
 
 
@@ -501,6 +518,255 @@ def _expected_statistics(X, features, sample_weight, log_resp, covariance_type):
     stats = _sufficient_statistics(X, features, sample_weight, resp, covariance_type)
     entropy = -tf.reduce_sum(sample_weight[:, None] * resp * log_resp)
     return stats + (entropy,)
+
+
+# --------------------------------------------------------------------------------
+# E-step and statistics over blocks of rows
+# --------------------------------------------------------------------------------
+
+# Rows per block: the [block, n_components] temporaries stay in cache, and the
+# two GEMMs per block are still large enough to run at full speed.
+_BLOCK_SIZE = 4096
+
+
+def _upper_triangle_indices(n_features):
+    """Rows and columns (i <= j) of the upper triangle, in row-major order.
+
+    Returns
+    -------
+    rows, cols : int32 Tensor of shape (n_features * (n_features + 1) / 2,)
+    """
+    rows, cols = tf.meshgrid(tf.range(n_features), tf.range(n_features), indexing="ij")
+    upper = rows <= cols
+    return tf.boolean_mask(rows, upper), tf.boolean_mask(cols, upper)
+
+
+def _design_features(X, covariance_type):
+    """Per-sample features, once per fit, that make both E-step and statistics GEMMs.
+
+    The Mahalanobis distance is linear in them, and the sufficient statistics are
+    their responsibility-weighted sums. x x^T is symmetric, so 'full' keeps only
+    its upper triangle: D (D + 1) / 2 columns instead of D^2.
+
+    Parameters
+    ----------
+    X : Tensor of shape (n_samples, n_features)
+    covariance_type : {'full', 'diag'}
+
+    Returns
+    -------
+    design : Tensor of shape (n_samples, n_second_order + n_features)
+        [x_i x_j for i <= j, x] for 'full', [x * x, x] for 'diag'.
+    """
+    if covariance_type == "diag":
+        return tf.concat([X * X, X], axis=1)
+    rows, cols = _upper_triangle_indices(tf.shape(X)[1])
+    packed = tf.gather(X, rows, axis=1) * tf.gather(X, cols, axis=1)  # [n, m]
+    return tf.concat([packed, X], axis=1)
+
+
+def _mahalanobis_coefficients(means, degrees_of_freedom, moments, covariance_type):
+    """Coefficients c_k and constants b_k with E[maha_nk] = design_n . c_k + b_k.
+
+    (x - m)^T A (x - m) = x^T A x - 2 x^T A m + m^T A m, with A = E[Lambda_k].
+    For 'full' the packed x_i x_j (i < j) stand for both x_i x_j and x_j x_i,
+    hence the factor 2 off the diagonal.
+
+    Returns
+    -------
+    coefficients : Tensor of shape (n_components, n_design)
+    constant : Tensor of shape (n_components,)
+    """
+    if covariance_type == "diag":
+        precision = moments.factor  # [k, d]
+        coefficients = tf.concat([precision, -2.0 * precision * means], axis=1)
+        return coefficients, tf.reduce_sum(precision * means * means, axis=1)
+    inv_chol = moments.inverse_factor  # [k, d, d], L^-1 with Psi = L L^T
+    # A = nu Psi^-1 = nu L^-T L^-1
+    precision = degrees_of_freedom[:, None, None] * tf.linalg.matmul(
+        inv_chol, inv_chol, transpose_a=True
+    )  # [k, d, d]
+    n_features = tf.shape(means)[1]
+    rows, cols = _upper_triangle_indices(n_features)
+    packed = tf.gather(
+        tf.reshape(precision, [tf.shape(means)[0], -1]),
+        rows * n_features + cols,
+        axis=1,
+    )  # [k, m]
+    packed *= tf.cast(tf.where(rows == cols, 1.0, 2.0), packed.dtype)[None, :]
+    precision_means = tf.linalg.matvec(precision, means)  # [k, d]
+    coefficients = tf.concat([packed, -2.0 * precision_means], axis=1)
+    return coefficients, tf.reduce_sum(precision_means * means, axis=1)
+
+
+def _block_statistics(design, sample_weight, resp):
+    """Weighted sums of one block of rows: they add up over blocks.
+
+    Parameters
+    ----------
+    design : Tensor of shape (n_block, n_design)
+    sample_weight : Tensor of shape (n_block,)
+    resp : Tensor of shape (n_block, n_components)
+
+    Returns
+    -------
+    counts : Tensor of shape (n_components,)
+    design_moments : Tensor of shape (n_components, n_design)
+        sum_n w_n r_nk design_n.
+    """
+    weighted_resp = resp * sample_weight[:, None]  # [b, k]
+    counts = tf.reduce_sum(weighted_resp, axis=0)
+    return counts, tf.linalg.matmul(weighted_resp, design, transpose_a=True)
+
+
+def _sum_over_blocks(n_samples, statistics_of_block, initial):
+    """sum_b statistics_of_block(start_b, size_b) over blocks of _BLOCK_SIZE rows.
+
+    The block count depends on n_samples, known only at run time; the last block
+    is ragged.
+    """
+    n_blocks = (n_samples + _BLOCK_SIZE - 1) // _BLOCK_SIZE
+
+    def add_block(block, totals):
+        start = block * _BLOCK_SIZE
+        size = tf.minimum(_BLOCK_SIZE, n_samples - start)
+        stats = statistics_of_block(start, size)
+        return block + 1, tf.nest.map_structure(tf.add, totals, stats)
+
+    _, totals = tf.while_loop(
+        lambda block, totals: block < n_blocks,
+        add_block,
+        (tf.constant(0), initial),
+        parallel_iterations=1,
+    )
+    return totals
+
+
+def _unpack_statistics(counts, design_moments, n_features, covariance_type):
+    """(counts, first_moment, second_moment) from the moments of the design.
+
+    Returns
+    -------
+    stats : tuple
+        As `_sufficient_statistics`: second_moment is (n_components, n_features,
+        n_features) for 'full' and (n_components, n_features) for 'diag'.
+    """
+    n_second_order = tf.shape(design_moments)[1] - n_features
+    first_moment = design_moments[:, n_second_order:]  # [k, d]
+    second_order = design_moments[:, :n_second_order]  # [k, m]
+    if covariance_type == "diag":
+        return counts, first_moment, second_order
+    rows, cols = _upper_triangle_indices(n_features)
+    # Both (i, j) and (j, i) of the square matrix read packed column (i, j).
+    position = tf.range(n_second_order)
+    index = tf.scatter_nd(
+        (rows * n_features + cols)[:, None], position, [n_features * n_features]
+    )
+    index = tf.tensor_scatter_nd_update(
+        index, (cols * n_features + rows)[:, None], position
+    )
+    second_moment = tf.reshape(
+        tf.gather(second_order, index, axis=1), [-1, n_features, n_features]
+    )
+    return counts, first_moment, second_moment
+
+
+def _blocked_expected_statistics(
+    design,
+    design_sum,
+    sample_weight,
+    posterior,
+    moments,
+    reg_covar,
+    covariance_type,
+    weight_type,
+):
+    """E-step and `_expected_statistics`, one block of rows at a time.
+
+    Per block: log rho = offset - (design @ c^T + b) / 2 (one GEMM), a softmax with
+    one exp per element, and design_sum^T @ (w r) (one GEMM). No
+    (n_samples, n_components) array is ever held.
+
+    Parameters
+    ----------
+    design : Tensor of shape (n_samples, n_design)
+        `_design_features` in the E-step's dtype.
+    design_sum : Tensor of shape (n_samples, n_design)
+        The same in float64, for the sums over samples.
+    sample_weight : Tensor of shape (n_samples,), float64
+    posterior, moments : in the E-step's dtype.
+
+    Returns
+    -------
+    stats : tuple
+        (counts, first_moment, second_moment, resp_entropy) in float64.
+    """
+    means, nu = posterior[3], posterior[4]
+    n_features = tf.shape(means)[1]
+    coefficients, constant = _mahalanobis_coefficients(
+        means, nu, moments, covariance_type
+    )
+    offset = _log_rho_offset(posterior, moments, reg_covar, n_features, weight_type)
+
+    def statistics_of_block(start, size):
+        design_block = tf.slice(design, [start, 0], [size, -1])
+        weight_block = tf.slice(sample_weight, [start], [size])
+        # b_k joins the quadratic before the offset, as in _expected_mahalanobis:
+        # in float32, folding it into the offset first measurably moved the ELBO.
+        mahalanobis = tf.linalg.matmul(design_block, coefficients, transpose_b=True)
+        log_rho = offset[None, :] - 0.5 * (mahalanobis + constant[None, :])  # [b, k]
+        shift = tf.reduce_max(log_rho, axis=1, keepdims=True)  # [b, 1]
+        unnormalised = tf.exp(log_rho - shift)
+        total = tf.reduce_sum(unnormalised, axis=1, keepdims=True)
+        resp = tf.cast(unnormalised / total, tf.float64)
+        log_resp = tf.cast(log_rho - shift - tf.math.log(total), tf.float64)
+        counts, design_moments = _block_statistics(
+            tf.slice(design_sum, [start, 0], [size, -1]), weight_block, resp
+        )
+        entropy = -tf.reduce_sum(weight_block[:, None] * resp * log_resp)
+        return counts, design_moments, entropy
+
+    n_components = tf.shape(means)[0]
+    zeros = tf.zeros([n_components], tf.float64)
+    counts, design_moments, entropy = _sum_over_blocks(
+        tf.shape(design)[0],
+        statistics_of_block,
+        (
+            zeros,
+            tf.zeros([n_components, tf.shape(design)[1]], tf.float64),
+            tf.constant(0.0, tf.float64),
+        ),
+    )
+    stats = _unpack_statistics(counts, design_moments, n_features, covariance_type)
+    return stats + (entropy,)
+
+
+def _blocked_sufficient_statistics(design_sum, sample_weight, resp):
+    """`_sufficient_statistics` under given responsibilities, by blocks of rows.
+
+    Returns
+    -------
+    counts : Tensor of shape (n_components,)
+    design_moments : Tensor of shape (n_components, n_design)
+    """
+
+    def statistics_of_block(start, size):
+        resp_block = tf.cast(tf.slice(resp, [start, 0], [size, -1]), tf.float64)
+        return _block_statistics(
+            tf.slice(design_sum, [start, 0], [size, -1]),
+            tf.slice(sample_weight, [start], [size]),
+            resp_block,
+        )
+
+    n_components = tf.shape(resp)[1]
+    return _sum_over_blocks(
+        tf.shape(design_sum)[0],
+        statistics_of_block,
+        (
+            tf.zeros([n_components], tf.float64),
+            tf.zeros([n_components, tf.shape(design_sum)[1]], tf.float64),
+        ),
+    )
 
 
 # --------------------------------------------------------------------------------
@@ -670,15 +936,26 @@ def _coordinate_ascent(
     convergence test need.
     """
     n_features = tf.shape(X)[1]
-    # x x^T features serve float32's E-step badly (see _expected_mahalanobis).
-    features = _second_order_features(
-        X, covariance_type, outer_products and X.dtype == tf.float64
+    # Blocked where the E-step is a GEMM against design features. Not for float32
+    # full (its E-step whitens, see _expected_mahalanobis), nor for full when the
+    # features would not fit (see _OUTER_PRODUCTS_MAX_SIZE).
+    blocked = covariance_type == "diag" or (
+        covariance_type == "full" and outer_products and X.dtype == tf.float64
     )
-    if X.dtype == tf.float64:
-        X_sum, features_sum = X, features
+    X_sum = X if X.dtype == tf.float64 else tf.cast(X, tf.float64)
+    if blocked:
+        design_sum = _design_features(X_sum, covariance_type)  # [n, m + d]
+        design = tf.cast(design_sum, X.dtype)
     else:
-        X_sum = tf.cast(X, tf.float64)
-        features_sum = _second_order_features(X_sum, covariance_type, outer_products)
+        # x x^T features serve float32's E-step badly (see _expected_mahalanobis).
+        features = _second_order_features(
+            X, covariance_type, outer_products and X.dtype == tf.float64
+        )
+        features_sum = (
+            features
+            if X.dtype == tf.float64
+            else _second_order_features(X_sum, covariance_type, outer_products)
+        )
     reg_compute = tf.cast(reg_covar, X.dtype)
 
     def to_compute_dtype(structure):
@@ -689,21 +966,27 @@ def _coordinate_ascent(
             posterior[4], posterior[5], n_features, covariance_type
         )
 
+    def initial_statistics():
+        if blocked:
+            counts, design_moments = _blocked_sufficient_statistics(
+                design_sum, sample_weight, resp_init
+            )
+            return _unpack_statistics(
+                counts, design_moments, n_features, covariance_type
+            )
+        return _sufficient_statistics(
+            X_sum,
+            features_sum,
+            sample_weight,
+            tf.cast(resp_init, tf.float64),
+            covariance_type,
+        )
+
     posterior = tf.cond(
         start_from_posterior,
         lambda: posterior_init,
         lambda: _update_posterior(
-            _sufficient_statistics(
-                X_sum,
-                features_sum,
-                sample_weight,
-                tf.cast(resp_init, tf.float64),
-                covariance_type,
-            ),
-            prior,
-            reg_covar,
-            covariance_type,
-            weight_type,
+            initial_statistics(), prior, reg_covar, covariance_type, weight_type
         ),
     )
     lower_bounds = tf.TensorArray(tf.float64, size=0, dynamic_size=True)
@@ -713,7 +996,18 @@ def _coordinate_ascent(
     def keep_going(n_iter, posterior, moments, lower_bound, converged, bounds):
         return tf.logical_and(n_iter < max_iter, tf.logical_not(converged))
 
-    def step(n_iter, posterior, moments, lower_bound, converged, bounds):
+    def expected_statistics(posterior, moments):
+        if blocked:
+            return _blocked_expected_statistics(
+                design,
+                design_sum,
+                sample_weight,
+                to_compute_dtype(posterior),
+                to_compute_dtype(moments),
+                reg_compute,
+                covariance_type,
+                weight_type,
+            )
         log_resp = _estimate_log_resp(
             X,
             features,
@@ -723,13 +1017,16 @@ def _coordinate_ascent(
             covariance_type,
             weight_type,
         )
-        stats = _expected_statistics(
+        return _expected_statistics(
             X_sum,
             features_sum,
             sample_weight,
             tf.cast(log_resp, tf.float64),
             covariance_type,
         )
+
+    def step(n_iter, posterior, moments, lower_bound, converged, bounds):
+        stats = expected_statistics(posterior, moments)
         new_posterior = _update_posterior(
             stats, prior, reg_covar, covariance_type, weight_type
         )

@@ -353,3 +353,61 @@ def test_full_covariance_paths_agree(monkeypatch):
     np.testing.assert_allclose(
         with_features["lower_bounds"], without["lower_bounds"], rtol=1e-10
     )
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_blocked_expected_statistics_match_unblocked(monkeypatch, covariance_type):
+    # Ragged blocks of 7 rows, with sample weights: the per-block sums must add up
+    # to the statistics of the whole batch.
+    monkeypatch.setattr(backend, "_BLOCK_SIZE", 7)
+    rng = np.random.RandomState(0)
+    X = tf.constant(_blobs(rng, n_per_blob=10, n_features=2))
+    sample_weight = tf.constant(rng.uniform(0.5, 2.0, size=X.shape[0]))
+    resp = tf.constant(rng.dirichlet(np.ones(3), size=X.shape[0]))
+    prior = tuple(
+        tf.constant(np.asarray(p, np.float64))
+        for p in _default_prior(X.numpy(), covariance_type, 3)
+    )
+    features = backend._second_order_features(X, covariance_type, True)
+    posterior = backend._update_posterior(
+        backend._sufficient_statistics(
+            X, features, sample_weight, resp, covariance_type
+        ),
+        prior,
+        1e-6,
+        covariance_type,
+        "dirichlet_process",
+    )
+    moments = backend._precision_moments(
+        posterior[4], posterior[5], tf.shape(X)[1], covariance_type
+    )
+    log_resp = backend._estimate_log_resp(
+        X, features, posterior, moments, 1e-6, covariance_type, "dirichlet_process"
+    )
+    expected = backend._expected_statistics(
+        X, features, sample_weight, log_resp, covariance_type
+    )
+    design = backend._design_features(X, covariance_type)
+    blocked = backend._blocked_expected_statistics(
+        design,
+        design,
+        sample_weight,
+        posterior,
+        moments,
+        tf.constant(1e-6, tf.float64),
+        covariance_type,
+        "dirichlet_process",
+    )
+    for got, want in zip(blocked, expected):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-10, atol=1e-10)
+    counts, design_moments = backend._blocked_sufficient_statistics(
+        design, sample_weight, resp
+    )
+    initial = backend._unpack_statistics(
+        counts, design_moments, tf.shape(X)[1], covariance_type
+    )
+    direct = backend._sufficient_statistics(
+        X, features, sample_weight, resp, covariance_type
+    )
+    for got, want in zip(initial, direct):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-12)

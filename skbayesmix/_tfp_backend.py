@@ -333,12 +333,13 @@ def _expected_mahalanobis(
 ):
     """(x_n - m_k)^T E[Lambda_k] (x_n - m_k) for every sample and component.
 
-    For 'full' with precomputed x x^T features, and for 'tied' in float64, it is
-    expanded as x^T A x - 2 x^T A m + m^T A m with A = E[Lambda_k], so each term
-    is one GEMM. That expansion cancels badly in float32 when A is
-    ill-conditioned, so float32 whitens the differences instead:
-    nu ||L^-1 x - L^-1 m||^2, through an (n_samples, n_components, n_features)
-    temporary.
+    The unblocked E-step (see `_blocked_expected_statistics` for the blocked one).
+    'tied' in float64 expands it as x^T A x - 2 x^T A m + m^T A m with
+    A = E[Lambda]: the quadratic is shared by every component. The expansion
+    cancels badly in float32 when A is ill-conditioned, so float32, and 'full',
+    whiten the differences instead: nu ||L^-1 x - L^-1 m||^2, through an
+    (n_samples, n_components, n_features) temporary. 'diag' and 'spherical' are
+    expanded against the precomputed x * x or ||x||^2 in `features`.
 
     Returns
     -------
@@ -347,29 +348,19 @@ def _expected_mahalanobis(
     if covariance_type in ("full", "tied"):
         inv_chol = moments.inverse_factor  # [f, d, d], L^-1 with Psi = L L^T
         n_components, n_features = tf.shape(means)[0], tf.shape(means)[1]
-        expand = features is not None or (
-            covariance_type == "tied" and X.dtype == tf.float64
-        )
-        if expand:
+        if covariance_type == "tied" and X.dtype == tf.float64:
             # A = nu Psi^-1 = nu L^-T L^-1
             precision = degrees_of_freedom[:, None, None] * tf.linalg.matmul(
                 inv_chol, inv_chol, transpose_a=True
-            )  # [f, d, d]
+            )  # [1, d, d]
             precision_means = tf.linalg.matvec(precision, means)  # [k, d]
             constant = tf.reduce_sum(precision_means * means, axis=1)  # [k]
             cross = tf.linalg.matmul(X, precision_means, transpose_b=True)  # [n, k]
-            if covariance_type == "tied":
-                # One shared A: x^T A x = nu ||L^-1 x||^2 is the same for every k.
-                whitened = tf.linalg.matmul(X, inv_chol[0], transpose_b=True)
-                quadratic = degrees_of_freedom[0] * tf.reduce_sum(
-                    tf.square(whitened), axis=1, keepdims=True
-                )
-            else:
-                quadratic = tf.linalg.matmul(
-                    features,
-                    tf.reshape(precision, [n_components, -1]),
-                    transpose_b=True,
-                )
+            # One shared A: x^T A x = nu ||L^-1 x||^2 is the same for every k.
+            whitened = tf.linalg.matmul(X, inv_chol[0], transpose_b=True)
+            quadratic = degrees_of_freedom[0] * tf.reduce_sum(
+                tf.square(whitened), axis=1, keepdims=True
+            )
             return quadratic - 2.0 * cross + constant[None, :]
         inv_chol = tf.broadcast_to(inv_chol, [n_components, n_features, n_features])
         nu = tf.broadcast_to(degrees_of_freedom, [n_components])
@@ -947,15 +938,10 @@ def _coordinate_ascent(
         design_sum = _design_features(X_sum, covariance_type)  # [n, m + d]
         design = tf.cast(design_sum, X.dtype)
     else:
-        # x x^T features serve float32's E-step badly (see _expected_mahalanobis).
-        features = _second_order_features(
-            X, covariance_type, outer_products and X.dtype == tf.float64
-        )
-        features_sum = (
-            features
-            if X.dtype == tf.float64
-            else _second_order_features(X_sum, covariance_type, outer_products)
-        )
+        # The unblocked E-step never uses x x^T (see _expected_mahalanobis); the
+        # float64 sums of float32 full still do, when they fit.
+        features = _second_order_features(X, covariance_type, outer_products=False)
+        features_sum = _second_order_features(X_sum, covariance_type, outer_products)
     reg_compute = tf.cast(reg_covar, X.dtype)
 
     def to_compute_dtype(structure):

@@ -905,7 +905,6 @@ def _coordinate_ascent(
     sample_weight,
     resp_init,
     posterior_init,
-    start_from_posterior,
     prior,
     reg_covar,
     tol,
@@ -916,6 +915,9 @@ def _coordinate_ascent(
     outer_products,
 ):
     """Run CAVI until the ELBO changes by less than `tol`, all in one graph.
+
+    It starts from `posterior_init` (a warm start) or, when that is None, from the
+    closed-form posterior of `resp_init`.
 
     Each iteration is: E-step from q(theta), statistics of q(z), closed-form
     q(theta), ELBO at (q(z), q(theta)). Each half maximises the ELBO over its
@@ -968,13 +970,12 @@ def _coordinate_ascent(
             covariance_type,
         )
 
-    posterior = tf.cond(
-        start_from_posterior,
-        lambda: posterior_init,
-        lambda: _update_posterior(
+    if posterior_init is None:
+        posterior = _update_posterior(
             initial_statistics(), prior, reg_covar, covariance_type, weight_type
-        ),
-    )
+        )
+    else:
+        posterior = posterior_init
     lower_bounds = tf.TensorArray(tf.float64, size=0, dynamic_size=True)
 
     # The moments of q(theta) feed both the ELBO of one iteration and the E-step of
@@ -1068,18 +1069,6 @@ def _posterior_spec(dtype, covariance_type):
     )
 
 
-def _prior_spec(dtype, covariance_type):
-    psi_rank = {"full": 2, "tied": 2, "diag": 1, "spherical": 0}[covariance_type]
-    scalar = tf.TensorSpec([], dtype)
-    return (
-        scalar,
-        scalar,
-        tf.TensorSpec([None], dtype),
-        scalar,
-        tf.TensorSpec([None] * psi_rank, dtype),
-    )
-
-
 _COMPILED = {}
 _COMPILED_LOCK = threading.Lock()
 
@@ -1088,35 +1077,76 @@ _COMPILED_LOCK = threading.Lock()
 _OUTER_PRODUCTS_MAX_SIZE = 2**25
 
 
+def _packed_coordinate_ascent(
+    X,
+    sample_weight,
+    resp_init,
+    prior_mean,
+    prior_scale_inverse,
+    settings,
+    max_iter,
+    posterior_init=None,
+    **structure,
+):
+    """`_coordinate_ascent` with its scalars packed into one `settings` tensor.
+
+    Each argument of a tf.function costs a conversion and a signature check per
+    call, about 0.05 ms each; small fits feel that, so the scalars travel as one
+    vector (weight_concentration, mean_precision, degrees_of_freedom, reg_covar,
+    tol, lower_bound_init).
+    """
+    alpha0, beta0, nu0, reg_covar, tol, lower_bound_init = tf.unstack(settings)
+    prior = (alpha0, beta0, prior_mean, nu0, prior_scale_inverse)
+    return _coordinate_ascent(
+        X,
+        sample_weight,
+        resp_init,
+        posterior_init,
+        prior,
+        reg_covar,
+        tol,
+        max_iter,
+        lower_bound_init,
+        **structure,
+    )
+
+
 def _compiled_coordinate_ascent(
-    covariance_type, weight_type, dtype, outer_products=False
+    covariance_type, weight_type, dtype, outer_products=False, warm_start=False
 ):
     """The traced loop for one model structure and dtype, built once per process.
 
     Every dimension of the input signature is None, so fits of any shape reuse one
-    trace: no retracing per fit and no pile-up of concrete functions.
+    trace: no retracing per fit and no pile-up of concrete functions. A warm start
+    has its own trace, with the initial posterior as extra inputs, so that cold
+    starts (nearly all fits) do not pay for them.
     """
     outer_products = covariance_type == "full" and outer_products
-    key = (covariance_type, weight_type, np.dtype(dtype).name, outer_products)
+    key = (
+        covariance_type,
+        weight_type,
+        np.dtype(dtype).name,
+        outer_products,
+        warm_start,
+    )
     with _COMPILED_LOCK:
         if key not in _COMPILED:
             tf_dtype = tf.as_dtype(dtype)
-            scalar = tf.TensorSpec([], tf.float64)
+            psi_rank = {"full": 2, "tied": 2, "diag": 1, "spherical": 0}
             signature = [
                 tf.TensorSpec([None, None], tf_dtype),  # X
                 tf.TensorSpec([None], tf.float64),  # sample_weight
                 tf.TensorSpec([None, None], tf_dtype),  # resp_init
-                _posterior_spec(tf.float64, covariance_type),
-                tf.TensorSpec([], tf.bool),  # start_from_posterior
-                _prior_spec(tf.float64, covariance_type),
-                scalar,  # reg_covar
-                scalar,  # tol
+                tf.TensorSpec([None], tf.float64),  # prior_mean
+                tf.TensorSpec([None] * psi_rank[covariance_type], tf.float64),
+                tf.TensorSpec([6], tf.float64),  # settings
                 tf.TensorSpec([], tf.int32),  # max_iter
-                scalar,  # lower_bound_init
             ]
+            if warm_start:
+                signature.append(_posterior_spec(tf.float64, covariance_type))
             _COMPILED[key] = tf.function(
                 functools.partial(
-                    _coordinate_ascent,
+                    _packed_coordinate_ascent,
                     covariance_type=covariance_type,
                     weight_type=weight_type,
                     outer_products=outer_products,
@@ -1172,45 +1202,32 @@ def fit_variational_posterior(
     """
     dtype = X.dtype
     n_samples, n_features = X.shape
-    n_components = resp_init.shape[1]
     if sample_weight is None:
         sample_weight = np.ones(n_samples)
-    start_from_posterior = posterior_init is not None
-    if not start_from_posterior:
-        # Placeholders of the right rank; tf.cond does not read them.
-        psi_shape = {
-            "full": (n_components, n_features, n_features),
-            "tied": (1, n_features, n_features),
-            "diag": (n_components, n_features),
-            "spherical": (n_components,),
-        }[covariance_type]
-        posterior_init = (
-            np.ones(n_components),
-            np.ones(n_components),
-            np.ones(n_components),
-            np.zeros((n_components, n_features)),
-            np.ones(psi_shape[0]),
-            np.ones(psi_shape),
-        )
+    warm_start = posterior_init is not None
     fit = _compiled_coordinate_ascent(
         covariance_type,
         weight_concentration_prior_type,
         dtype,
         outer_products=n_samples * n_features**2 <= _OUTER_PRODUCTS_MAX_SIZE,
+        warm_start=warm_start,
     )
-    float64 = np.float64
-    posterior, lower_bounds, n_iter, converged = fit(
+    alpha0, beta0, mean0, nu0, psi0 = prior
+    settings = np.array(
+        [alpha0, beta0, nu0, reg_covar, tol, lower_bound_init], dtype=np.float64
+    )
+    args = [
         X,
-        np.asarray(sample_weight, float64),
+        np.asarray(sample_weight, np.float64),
         np.asarray(resp_init, dtype),
-        tuple(np.asarray(p, float64) for p in posterior_init),
-        tf.constant(start_from_posterior),
-        tuple(np.asarray(p, float64) for p in prior),
-        np.asarray(reg_covar, float64),
-        np.asarray(tol, float64),
+        np.asarray(mean0, np.float64),
+        np.asarray(psi0, np.float64),
+        settings,
         np.int32(min(max_iter, np.iinfo(np.int32).max)),
-        np.asarray(lower_bound_init, float64),
-    )
+    ]
+    if warm_start:
+        args.append(tuple(np.asarray(p, np.float64) for p in posterior_init))
+    posterior, lower_bounds, n_iter, converged = fit(*args)
     return {
         "posterior": tuple(p.numpy() for p in posterior),
         "lower_bounds": lower_bounds.numpy(),

@@ -904,12 +904,12 @@ def _coordinate_ascent(
     X,
     sample_weight,
     resp_init,
-    posterior_init,
-    prior,
-    reg_covar,
-    tol,
+    prior_mean,
+    prior_scale_inverse,
+    settings,
     max_iter,
-    lower_bound_init,
+    posterior_init=None,
+    *,
     covariance_type,
     weight_type,
     outer_products,
@@ -917,7 +917,9 @@ def _coordinate_ascent(
     """Run CAVI until the ELBO changes by less than `tol`, all in one graph.
 
     It starts from `posterior_init` (a warm start) or, when that is None, from the
-    closed-form posterior of `resp_init`.
+    closed-form posterior of `resp_init`. `settings` packs (weight_concentration,
+    mean_precision, degrees_of_freedom) of the prior with reg_covar, tol and
+    lower_bound_init.
 
     Each iteration is: E-step from q(theta), statistics of q(z), closed-form
     q(theta), ELBO at (q(z), q(theta)). Each half maximises the ELBO over its
@@ -928,6 +930,10 @@ def _coordinate_ascent(
     lose the digits that the scatter (second moment minus squared mean) and the
     convergence test need.
     """
+    # Each tf.function argument costs a conversion and a signature check per call
+    # (~0.05 ms); small fits feel that, so the scalars travel as one vector.
+    alpha0, beta0, nu0, reg_covar, tol, lower_bound_init = tf.unstack(settings)
+    prior = (alpha0, beta0, prior_mean, nu0, prior_scale_inverse)
     n_features = tf.shape(X)[1]
     # Blocked where the E-step is a GEMM against design features. Not for float32
     # full (its E-step whitens, see _expected_mahalanobis), nor for full when the
@@ -1077,40 +1083,6 @@ _COMPILED_LOCK = threading.Lock()
 _OUTER_PRODUCTS_MAX_SIZE = 2**25
 
 
-def _packed_coordinate_ascent(
-    X,
-    sample_weight,
-    resp_init,
-    prior_mean,
-    prior_scale_inverse,
-    settings,
-    max_iter,
-    posterior_init=None,
-    **structure,
-):
-    """`_coordinate_ascent` with its scalars packed into one `settings` tensor.
-
-    Each argument of a tf.function costs a conversion and a signature check per
-    call, about 0.05 ms each; small fits feel that, so the scalars travel as one
-    vector (weight_concentration, mean_precision, degrees_of_freedom, reg_covar,
-    tol, lower_bound_init).
-    """
-    alpha0, beta0, nu0, reg_covar, tol, lower_bound_init = tf.unstack(settings)
-    prior = (alpha0, beta0, prior_mean, nu0, prior_scale_inverse)
-    return _coordinate_ascent(
-        X,
-        sample_weight,
-        resp_init,
-        posterior_init,
-        prior,
-        reg_covar,
-        tol,
-        max_iter,
-        lower_bound_init,
-        **structure,
-    )
-
-
 def _compiled_coordinate_ascent(
     covariance_type, weight_type, dtype, outer_products=False, warm_start=False
 ):
@@ -1146,7 +1118,7 @@ def _compiled_coordinate_ascent(
                 signature.append(_posterior_spec(tf.float64, covariance_type))
             _COMPILED[key] = tf.function(
                 functools.partial(
-                    _packed_coordinate_ascent,
+                    _coordinate_ascent,
                     covariance_type=covariance_type,
                     weight_type=weight_type,
                     outer_products=outer_products,

@@ -1,5 +1,6 @@
 """The VariationalGaussianMixture estimator: parameters, validation, fit loop."""
 
+import functools
 import warnings
 from numbers import Integral, Real
 from time import time
@@ -10,7 +11,11 @@ from sklearn.base import BaseEstimator, DensityMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_array, check_random_state, gen_batches
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_is_fitted,
+    validate_data,
+)
 
 from skbayesmix._gaussian import (
     _compute_precision_cholesky,
@@ -19,10 +24,8 @@ from skbayesmix._gaussian import (
     _estimate_log_student_t_prob,
     _sample_student_t_mixture,
 )
-
-# Lower bound on reg_covar in the backend's unit-spread units; see
-# `_standardised_reg_covar`.
-_MIN_STANDARDISED_REG_COVAR = 1e-10
+from skbayesmix._standardisation import Standardisation
+from skbayesmix._state import COVARIANCE_STRUCTURES, Posterior, Prior
 
 # Prediction works through X in chunks of this many (sample, component) pairs.
 _PREDICT_CHUNK_ELEMENTS = 2**16
@@ -51,29 +54,26 @@ def _check_precision_positivity(vector, covariance_type):
         raise ValueError("'%s precision' should be positive" % covariance_type)
 
 
-def _standardisation(X):
-    """Shift and scalar scale that map X to zero mean and unit mean variance.
+def _empirical_covariance(X, sample_weight, structure):
+    """The weighted sample covariance of X, in the structure's shape of Psi0.
 
-    The backend then works on numbers near 1 whatever the data's offset or scale
-    (1e8 offsets, 1e+-100 scales), and the model is equivariant under this map.
-    The scale is returned as (max_abs, spread), its two factors, because their
-    product can overflow for data near the float range.
+    Weights count as repetitions, so the denominator is sum(w) - 1, as np.cov's
+    with repeated rows.
 
     Returns
     -------
-    shift : ndarray of shape (n_features,)
-    max_abs : float
-    spread : float
+    covariance : ndarray of shape `structure.prior_scale_shape(n_features)`
     """
-    max_abs = float(np.max(np.abs(X)))
-    if max_abs == 0.0:
-        max_abs = 1.0
-    scaled = X / max_abs
-    shift_scaled = scaled.mean(axis=0)
-    spread = float(np.sqrt(np.mean(np.square(scaled - shift_scaled))))
-    if spread == 0.0:
-        spread = 1.0
-    return shift_scaled * max_abs, max_abs, spread
+    X = np.asarray(X, dtype=np.float64)
+    weights = np.ones(X.shape[0]) if sample_weight is None else sample_weight
+    total = np.sum(weights)
+    centred = X - np.average(X, axis=0, weights=weights)
+    weighted = centred * weights[:, None]
+    denominator = total - 1.0 if total > 1.0 else total
+    if structure.scale_inverse_rank == 2:
+        return weighted.T @ centred / denominator
+    variances = np.sum(weighted * centred, axis=0) / denominator
+    return variances if structure.scale_inverse_rank == 1 else variances.mean()
 
 
 def _dirichlet_process_weights(concentration_a, concentration_b):
@@ -88,15 +88,6 @@ def _dirichlet_process_weights(concentration_a, concentration_b):
     weights = concentration_a / stick_total
     weights[1:] *= np.cumprod(rest[:-1])
     return weights / np.sum(weights)
-
-
-def _scale_inverse_shape(covariance_type, n_components, n_features):
-    return {
-        "full": (n_components, n_features, n_features),
-        "tied": (1, n_features, n_features),
-        "diag": (n_components, n_features),
-        "spherical": (n_components,),
-    }[covariance_type]
 
 
 class VariationalGaussianMixture(DensityMixin, BaseEstimator):
@@ -203,9 +194,8 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
 
     verbose : int, default=0
         Enable verbose output. 1 prints each initialization; 2 also prints the
-        change of the lower bound every `verbose_interval` iterations. The
-        iterations run inside one compiled loop, so their lines are printed when
-        it ends, and the time shown per iteration is the loop's mean.
+        change of the lower bound and the time since the previous line every
+        `verbose_interval` iterations, as the iterations run.
 
     verbose_interval : int, default=10
         Number of iterations between two verbose lines.
@@ -367,8 +357,16 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
     # Priors
     # ----------------------------------------------------------------------------
 
-    def _check_parameters(self, X):
-        """Set the `*_prior_` attributes from the parameters and the data."""
+    @property
+    def _structure(self):
+        return COVARIANCE_STRUCTURES[self.covariance_type]
+
+    def _check_parameters(self, X, sample_weight):
+        """Set the `*_prior_` attributes from the parameters and the data.
+
+        `covariance_prior_` is left None when it defaults from the data; see
+        `_standardised_prior`.
+        """
         n_features = X.shape[1]
         self.weight_concentration_prior_ = (
             1.0 / self.n_components
@@ -379,7 +377,9 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             1.0 if self.mean_precision_prior is None else self.mean_precision_prior
         )
         if self.mean_prior is None:
-            self.mean_prior_ = X.mean(axis=0)
+            self.mean_prior_ = np.average(X, axis=0, weights=sample_weight).astype(
+                X.dtype
+            )
         else:
             self.mean_prior_ = check_array(
                 self.mean_prior, dtype=[np.float64, np.float32], ensure_2d=False
@@ -397,29 +397,10 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
                 % (n_features - 1, self.degrees_of_freedom_prior)
             )
 
+        structure = self._structure
         if self.covariance_prior is None:
-            self.covariance_prior_ = None  # set from the standardised data in fit
-        elif self.covariance_type in ("full", "tied"):
-            self.covariance_prior_ = check_array(
-                self.covariance_prior, dtype=[np.float64, np.float32], ensure_2d=False
-            )
-            _check_shape(
-                self.covariance_prior_,
-                (n_features, n_features),
-                "%s covariance_prior" % self.covariance_type,
-            )
-            _check_precision_matrix(self.covariance_prior_, self.covariance_type)
-        elif self.covariance_type == "diag":
-            self.covariance_prior_ = check_array(
-                self.covariance_prior, dtype=[np.float64, np.float32], ensure_2d=False
-            )
-            _check_shape(
-                self.covariance_prior_,
-                (n_features,),
-                "%s covariance_prior" % self.covariance_type,
-            )
-            _check_precision_positivity(self.covariance_prior_, self.covariance_type)
-        else:
+            self.covariance_prior_ = None
+        elif structure.scale_inverse_rank == 0:
             value = np.asarray(self.covariance_prior, dtype=np.float64)
             if value.size != 1:
                 raise ValueError(
@@ -428,70 +409,63 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
                 )
             _check_precision_positivity(value, self.covariance_type)
             self.covariance_prior_ = float(value.reshape(()))
+        else:
+            self.covariance_prior_ = check_array(
+                self.covariance_prior, dtype=[np.float64, np.float32], ensure_2d=False
+            )
+            _check_shape(
+                self.covariance_prior_,
+                structure.prior_scale_shape(n_features),
+                "%s covariance_prior" % self.covariance_type,
+            )
+            if structure.scale_inverse_rank == 2:
+                _check_precision_matrix(self.covariance_prior_, self.covariance_type)
+            else:
+                _check_precision_positivity(
+                    self.covariance_prior_, self.covariance_type
+                )
 
-    def _standardised_prior(self, Xs, shift, max_abs, spread):
-        """The prior in the backend's standardised units, as float64 arrays.
+    def _standardised_prior(self, Xs, sample_weight, standardisation):
+        """The prior in the backend's standardised units, as a float64 Prior.
 
-        float64 whatever X's dtype: the regularisation floor added to the scale
-        would vanish in float32 rounding.
-
-        Also sets the default `covariance_prior_` in data units.
+        Also sets the default `covariance_prior_` in data units: the weighted
+        empirical covariance, with weights counting as repetitions.
         """
         n_features = Xs.shape[1]
+        structure = self._structure
         if self.covariance_prior_ is None:
-            # The empirical covariance, computed where it cannot overflow.
-            scaled_cov = {
-                "full": lambda: np.atleast_2d(np.cov(Xs.T.astype(np.float64))),
-                "tied": lambda: np.atleast_2d(np.cov(Xs.T.astype(np.float64))),
-                "diag": lambda: np.var(Xs, axis=0, ddof=1, dtype=np.float64),
-                "spherical": lambda: np.var(
-                    Xs, axis=0, ddof=1, dtype=np.float64
-                ).mean(),
-            }[self.covariance_type]()
-            scale = max_abs * spread
+            # Computed on the standardised data, where it cannot overflow.
+            scaled_cov = _empirical_covariance(Xs, sample_weight, structure)
             with np.errstate(over="ignore"):
-                self.covariance_prior_ = (scaled_cov * scale * scale).astype(Xs.dtype)
+                self.covariance_prior_ = standardisation.scale_matrix_from(
+                    scaled_cov
+                ).astype(Xs.dtype)
         else:
-            scaled_cov = np.asarray(self.covariance_prior_, dtype=np.float64)
-            scaled_cov = scaled_cov / max_abs / max_abs / spread / spread
+            scaled_cov = standardisation.scale_matrix_to(self.covariance_prior_)
         if not np.all(np.isfinite(self.covariance_prior_)):
             raise ValueError(
                 "The covariance of X overflows the floating point range. "
                 "Rescale X, for example with StandardScaler."
             )
-        reg = self._standardised_reg_covar(max_abs, spread)
-        if self.covariance_type in ("full", "tied"):
-            scaled_cov = scaled_cov + reg * np.eye(n_features)
-        else:
-            scaled_cov = scaled_cov + reg
-        mean = (
-            np.asarray(self.mean_prior_, np.float64) / max_abs - shift / max_abs
-        ) / spread
-        return tuple(
-            np.asarray(p, dtype=np.float64)
-            for p in (
-                self.weight_concentration_prior_,
-                self.mean_precision_prior_,
-                mean,
-                self.degrees_of_freedom_prior_,
-                scaled_cov,
-            )
+        reg = standardisation.reg_covar_to(self.reg_covar)
+        identity = np.eye(n_features) if structure.scale_inverse_rank == 2 else 1.0
+        return Prior(
+            np.float64(self.weight_concentration_prior_),
+            np.float64(self.mean_precision_prior_),
+            standardisation.mean_to(self.mean_prior_),
+            np.float64(self.degrees_of_freedom_prior_),
+            scaled_cov + reg * identity,
         )
-
-    def _standardised_reg_covar(self, max_abs, spread):
-        # The data have unit spread in these units. The backend's float64 scatter
-        # (second moment minus squared mean) carries a rounding error near
-        # 1e-15 * n_features per sample; a floor well above it keeps collinear or
-        # n <= d data positive definite, and is far below any resolvable variance.
-        reg = self.reg_covar / max_abs / max_abs / spread / spread
-        return max(reg, _MIN_STANDARDISED_REG_COVAR)
 
     # ----------------------------------------------------------------------------
     # Fitting
     # ----------------------------------------------------------------------------
 
-    def _initial_resp(self, X, random_state):
+    def _initial_resp(self, X, sample_weight, random_state):
         """Initial responsibilities, by the same methods as scikit-learn's.
+
+        Weights act as repetitions: k-means is weighted, and rows of weight zero
+        are never picked as centres.
 
         Returns
         -------
@@ -510,7 +484,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
                 KMeans(
                     n_clusters=self.n_components, n_init=1, random_state=random_state
                 )
-                .fit(X_init)
+                .fit(X_init, sample_weight=sample_weight)
                 .labels_
             )
             resp[np.arange(n_samples), labels] = 1
@@ -519,12 +493,20 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             resp = (resp / resp.sum(axis=1)[:, np.newaxis]).astype(X.dtype)
         elif self.init_params == "random_from_data":
             indices = random_state.choice(
-                n_samples, size=self.n_components, replace=False
+                n_samples,
+                size=self.n_components,
+                replace=False,
+                p=None
+                if sample_weight is None
+                else sample_weight / sample_weight.sum(),
             )
             resp[indices, np.arange(self.n_components)] = 1
         else:
             _, indices = kmeans_plusplus(
-                X_init, self.n_components, random_state=random_state
+                X_init,
+                self.n_components,
+                random_state=random_state,
+                sample_weight=sample_weight,
             )
             resp[indices, np.arange(self.n_components)] = 1
         return resp
@@ -534,108 +516,82 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         if not hasattr(self, "converged_"):
             return False
         n_components, n_features = self.n_components, X.shape[1]
-        expected_shape = {
-            "full": (n_components, n_features, n_features),
-            "tied": (n_features, n_features),
-            "diag": (n_components, n_features),
-            "spherical": (n_components,),
-        }[self.covariance_type]
+        structure = self._structure
         is_dirichlet_process = (
             self.weight_concentration_prior_type == "dirichlet_process"
         )
         return (
             self.means_.shape == (n_components, n_features)
-            and self.covariances_.shape == expected_shape
-            and (np.ndim(self.degrees_of_freedom_) == 0)
-            == (self.covariance_type == "tied")
+            and self.covariances_.shape
+            == structure.covariances_shape(n_components, n_features)
+            and (np.ndim(self.degrees_of_freedom_) == 0) == structure.shared
             and isinstance(self.weight_concentration_, tuple) == is_dirichlet_process
         )
 
-    def _standardised_posterior(self, shift, max_abs, spread):
-        """The fitted posterior in standardised units, for a warm start."""
-        nu = np.atleast_1d(self.degrees_of_freedom_)
-        if self.covariance_type == "full":
-            psi = self.covariances_ * nu[:, None, None]
-        elif self.covariance_type == "tied":
-            psi = (self.covariances_ * nu[0])[None]
-        elif self.covariance_type == "diag":
-            psi = self.covariances_ * nu[:, None]
-        else:
-            psi = self.covariances_ * nu
+    def _fitted_posterior(self):
+        """The fitted attributes as a Posterior in data units."""
         if self.weight_concentration_prior_type == "dirichlet_process":
             concentration_a, concentration_b = self.weight_concentration_
         else:
             concentration_a = self.weight_concentration_
             concentration_b = np.zeros_like(concentration_a)
-        means = (self.means_ / max_abs - shift / max_abs) / spread
-        psi = psi / max_abs / max_abs / spread / spread
-        return tuple(
-            np.asarray(p, dtype=np.float64)
-            for p in (
-                concentration_a,
-                concentration_b,
-                self.mean_precision_,
-                means,
-                nu,
-                psi,
-            )
+        nu = np.atleast_1d(np.asarray(self.degrees_of_freedom_, dtype=np.float64))
+        return Posterior(
+            concentration_a,
+            concentration_b,
+            self.mean_precision_,
+            self.means_,
+            nu,
+            self._structure.scale_inverse(
+                nu, np.asarray(self.covariances_, dtype=np.float64)
+            ),
         )
 
-    def _set_posterior(self, posterior, shift, max_abs, spread, dtype):
-        """Store the backend's posterior as scikit-learn's fitted attributes.
+    def _set_posterior(self, posterior, standardisation, dtype):
+        """Store a standardised Posterior as scikit-learn's fitted attributes.
 
         Everything is derived in float64, then cast to X's dtype: a float32
         covariance can be too ill-conditioned to factorise, while the cast of its
         float64 precision Cholesky factor is accurate.
         """
-        concentration_a, concentration_b, beta, means, nu, psi = (
-            np.asarray(p, dtype=np.float64) for p in posterior
-        )
+        posterior = standardisation.posterior_from(posterior)
+        structure = self._structure
         if self.weight_concentration_prior_type == "dirichlet_process":
-            weight_concentration = (concentration_a, concentration_b)
-            weights = _dirichlet_process_weights(concentration_a, concentration_b)
+            weight_concentration = (
+                posterior.concentration_a,
+                posterior.concentration_b,
+            )
+            weights = _dirichlet_process_weights(*weight_concentration)
         else:
-            weight_concentration = concentration_a
-            weights = concentration_a / np.sum(concentration_a)
-        scale = max_abs * spread
-        means = means * scale + shift
+            weight_concentration = posterior.concentration_a
+            weights = weight_concentration / np.sum(weight_concentration)
+        covariances64 = structure.covariances(
+            posterior.degrees_of_freedom, posterior.scale_inverse
+        )
         with np.errstate(over="ignore"):
-            psi = psi * scale * scale
-        if self.covariance_type == "full":
-            covariances = psi / nu[:, None, None]
-        elif self.covariance_type == "tied":
-            psi, nu = psi[0], nu[0]
-            covariances = psi / nu
-        elif self.covariance_type == "diag":
-            covariances = psi / nu[:, None]
-        else:
-            covariances = psi / nu
-        with np.errstate(over="ignore"):
-            covariances = covariances.astype(dtype)
+            covariances = covariances64.astype(dtype)
         if not np.all(np.isfinite(covariances)):
             raise ValueError(
                 "The covariance of X overflows the floating point range. "
                 "Rescale X, for example with StandardScaler."
             )
         precisions_cholesky = _compute_precision_cholesky(
-            psi / np.asarray(nu)[..., None, None]
-            if self.covariance_type in ("full", "tied")
-            else covariances.astype(np.float64),
-            self.covariance_type,
+            covariances64, self.covariance_type
         )
 
         def cast(value):
             return value.astype(dtype) if isinstance(value, np.ndarray) else value
 
+        nu = posterior.degrees_of_freedom
         self.weight_concentration_ = (
             tuple(cast(v) for v in weight_concentration)
             if isinstance(weight_concentration, tuple)
             else cast(weight_concentration)
         )
         self.weights_ = cast(weights)
-        self.mean_precision_ = cast(beta)
-        self.means_ = cast(means)
-        self.degrees_of_freedom_ = cast(nu) if np.ndim(nu) else dtype(nu)
+        self.mean_precision_ = cast(posterior.mean_precision)
+        self.means_ = cast(posterior.means)
+        self.degrees_of_freedom_ = dtype(nu[0]) if structure.shared else cast(nu)
         self.covariances_ = covariances
         self.precisions_cholesky_ = cast(precisions_cholesky)
         self.precisions_ = _compute_precisions(
@@ -643,7 +599,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         )
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, sample_weight=None):
         """Fit the variational posterior by coordinate ascent.
 
         The method fits the model `n_init` times and keeps the fit with the largest
@@ -661,19 +617,26 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         y : Ignored
             Not used, present for API consistency by convention.
 
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights of the samples. A weight acts as a repetition
+            count: integer weights give the same fit as repeated rows, and zero
+            weights the same fit as dropped rows. They weigh the data-dependent
+            priors (`mean_prior_`, `covariance_prior_`) and the initialisation
+            too. None gives every sample weight 1.
+
         Returns
         -------
         self : object
             The fitted mixture.
         """
-        self._fit(X)
+        self._fit(X, sample_weight)
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit_predict(self, X, y=None):
+    def fit_predict(self, X, y=None, sample_weight=None):
         """Fit the model to X and predict the labels of X.
 
-        Equivalent to ``fit(X).predict(X)``.
+        Equivalent to ``fit(X, sample_weight=sample_weight).predict(X)``.
 
         Parameters
         ----------
@@ -684,81 +647,84 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         y : Ignored
             Not used, present for API consistency by convention.
 
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights of the samples; see `fit`.
+
         Returns
         -------
         labels : ndarray of shape (n_samples,)
             Component labels.
         """
-        return self._predict_validated(self._fit(X))
+        return self._predict_validated(self._fit(X, sample_weight))
 
-    def _fit(self, X):
+    def _fit(self, X, sample_weight):
         """Validate X, fit, and store the fitted attributes; return validated X."""
         X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
-        if X.shape[0] < self.n_components:
+        weighted = sample_weight is not None
+        if weighted:
+            sample_weight = _check_sample_weight(
+                sample_weight, X, dtype=np.float64, ensure_non_negative=True
+            )
+        # Rows of weight zero count as absent, here as everywhere.
+        n_samples = X.shape[0] if not weighted else int(np.sum(sample_weight > 0))
+        if n_samples < self.n_components:
             raise ValueError(
                 "Expected n_samples >= n_components "
                 f"but got n_components = {self.n_components}, "
-                f"n_samples = {X.shape[0]}"
+                f"n_samples = {n_samples}"
             )
-        self._check_parameters(X)
+        self._check_parameters(X, sample_weight)
         # Imported here so that `import skbayesmix` never loads TensorFlow.
         from skbayesmix._tfp_backend import fit_variational_posterior
 
-        shift, max_abs, spread = _standardisation(X)
-        if max_abs * spread < np.sqrt(self.reg_covar):
-            # Spread below the regularisation scale: measure in that scale instead,
-            # so reg_covar stays O(1) and identical points do not blow it up.
-            spread = float(np.sqrt(self.reg_covar)) / max_abs
-        Xs = ((X / max_abs - shift / max_abs) / spread).astype(X.dtype)
-        prior = self._standardised_prior(Xs, shift, max_abs, spread)
-        n_samples, n_features = X.shape
+        standardisation = Standardisation.from_data(X, sample_weight, self.reg_covar)
+        Xs = standardisation.transform(X)
+        prior = self._standardised_prior(Xs, sample_weight, standardisation)
+        total_weight = X.shape[0] if not weighted else float(np.sum(sample_weight))
         # The ELBO of standardised data differs by the log-Jacobian of the map.
-        log_jacobian = -n_samples * n_features * (np.log(max_abs) + np.log(spread))
+        log_jacobian = standardisation.log_jacobian(total_weight, X.shape[1])
 
         do_init = not (self.warm_start and self._fitted_structure_matches(X))
         n_init = self.n_init if do_init else 1
         random_state = check_random_state(self.random_state)
+        reg_covar = standardisation.reg_covar_to(self.reg_covar)
+        fit_segment = functools.partial(
+            fit_variational_posterior,
+            Xs,
+            prior=prior,
+            covariance_type=self.covariance_type,
+            weight_concentration_prior_type=self.weight_concentration_prior_type,
+            reg_covar=reg_covar,
+            tol=self.tol,
+            sample_weight=sample_weight,
+        )
         best = None
         for init in range(n_init):
             if self.verbose:
                 print("Initialization %d" % init)
             start = time()
             if do_init:
-                resp = self._initial_resp(Xs, random_state)
+                resp = self._initial_resp(Xs, sample_weight, random_state)
                 posterior_init, lower_bound_init = None, -np.inf
             else:
-                resp = np.zeros((n_samples, self.n_components), X.dtype)
-                posterior_init = self._standardised_posterior(shift, max_abs, spread)
+                resp = np.zeros((X.shape[0], self.n_components), X.dtype)
+                posterior_init = standardisation.posterior_to(self._fitted_posterior())
                 lower_bound_init = self.lower_bound_ - log_jacobian
-            result = fit_variational_posterior(
-                Xs,
-                resp,
-                prior,
-                covariance_type=self.covariance_type,
-                weight_concentration_prior_type=self.weight_concentration_prior_type,
-                reg_covar=self._standardised_reg_covar(max_abs, spread),
-                tol=self.tol,
-                max_iter=self.max_iter,
-                posterior_init=posterior_init,
-                lower_bound_init=lower_bound_init,
-            )
-            lower_bounds = result["lower_bounds"].astype(np.float64) + log_jacobian
+            result = self._run_loop(fit_segment, resp, posterior_init, lower_bound_init)
+            lower_bounds = result["lower_bounds"] + log_jacobian
             lower_bound = lower_bounds[-1] if len(lower_bounds) else -np.inf
             if self.max_iter > 0 and not np.isfinite(lower_bound):
                 raise ValueError(
                     "Fitting the mixture failed: the lower bound is not finite. "
                     "Check the data for extreme values, or increase reg_covar."
                 )
-            converged = result["converged"]
-            self._print_verbose_msg(
-                lower_bounds, lower_bound_init + log_jacobian, converged, time() - start
-            )
+            self._print_verbose_end(result["converged"], lower_bound, time() - start)
             if best is None or lower_bound > best[0]:
-                best = (lower_bound, lower_bounds, result, converged)
+                best = (lower_bound, lower_bounds, result)
 
-        lower_bound, lower_bounds, result, converged = best
-        self._set_posterior(result["posterior"], shift, max_abs, spread, X.dtype.type)
-        self.converged_ = converged
+        lower_bound, lower_bounds, result = best
+        self._set_posterior(result["posterior"], standardisation, X.dtype.type)
+        self.converged_ = result["converged"]
         self.n_iter_ = result["n_iter"]
         self.lower_bound_ = float(lower_bound)
         self.lower_bounds_ = [float(v) for v in lower_bounds]
@@ -772,26 +738,65 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             )
         return X
 
-    def _print_verbose_msg(self, lower_bounds, lower_bound_init, converged, elapsed):
-        """Print scikit-learn's verbose lines once the compiled loop has ended."""
-        if not self.verbose or self.max_iter == 0:
-            return
-        per_iter = elapsed / max(len(lower_bounds), 1)
-        previous = np.concatenate([[lower_bound_init], lower_bounds[:-1]])
-        for n_iter, change in enumerate(lower_bounds - previous, start=1):
-            if n_iter % self.verbose_interval == 0:
+    def _run_loop(self, fit_segment, resp, posterior_init, lower_bound_init):
+        """Run the compiled loop: in one call, or in verbose segments.
+
+        With `verbose`, the loop runs `verbose_interval` iterations at a time, each
+        segment a warm start from the last, so that scikit-learn's lines print as
+        the iterations run. The segments give the same iterates as one call.
+        """
+        if not self.verbose:
+            return fit_segment(
+                resp,
+                max_iter=self.max_iter,
+                posterior_init=posterior_init,
+                lower_bound_init=lower_bound_init,
+            )
+        lower_bounds, n_iter, converged = [], 0, False
+        posterior, lower_bound = posterior_init, lower_bound_init
+        last_line = time()
+        while True:
+            segment = fit_segment(
+                resp,
+                max_iter=min(self.verbose_interval, self.max_iter - n_iter),
+                posterior_init=posterior,
+                lower_bound_init=lower_bound,
+            )
+            posterior, converged = segment["posterior"], segment["converged"]
+            lower_bounds.extend(segment["lower_bounds"])
+            n_iter += segment["n_iter"]
+            if n_iter and n_iter % self.verbose_interval == 0:
+                change = lower_bounds[-1] - (
+                    lower_bounds[-2] if len(lower_bounds) > 1 else lower_bound_init
+                )
+                now = time()
                 if self.verbose == 1:
                     print("  Iteration %d" % n_iter)
                 else:
                     print(
                         "  Iteration %d\t time lapse %.5fs\t ll change %.5f"
-                        % (n_iter, per_iter, change)
+                        % (n_iter, now - last_line, change)
                     )
+                last_line = now
+            if lower_bounds:
+                lower_bound = lower_bounds[-1]
+            if converged or n_iter >= self.max_iter or segment["n_iter"] == 0:
+                break
+        return {
+            "posterior": posterior,
+            "lower_bounds": np.asarray(lower_bounds, dtype=np.float64),
+            "n_iter": n_iter,
+            "converged": converged,
+        }
+
+    def _print_verbose_end(self, converged, lower_bound, elapsed):
+        """Print scikit-learn's closing line of one initialization."""
+        if not self.verbose or self.max_iter == 0:
+            return
         message = "converged" if converged else "did not converge"
         if self.verbose == 1:
             print(f"Initialization {message}.")
         else:
-            lower_bound = lower_bounds[-1] if len(lower_bounds) else -np.inf
             print(
                 f"Initialization {message}. time lapse {elapsed:.5f}s\t lower bound"
                 f" {lower_bound:.5f}."

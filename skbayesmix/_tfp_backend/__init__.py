@@ -1,0 +1,31 @@
+"""TensorFlow Probability backend: the only package of skbayesmix that imports TF.
+
+The estimator hands it NumPy arrays (named containers of them, see
+skbayesmix._state) and receives the same back:
+
+- `fit_variational_posterior`: full-batch CAVI in one compiled loop;
+- `chunk_statistics`, `initial_statistics`, `update`, `lower_bound`: the same
+  steps one at a time, for drivers that decide which rows feed which step
+  (minibatches, chunks on a cluster).
+
+Modules: `_maths` (moments, KLs, update, ELBO), `_statistics` (the one E-step
+and the statistics of a chunk of rows), `_loop` (compiled functions).
+"""
+
+from skbayesmix._tfp_backend._loop import (
+    chunk_statistics,
+    compiled,
+    fit_variational_posterior,
+    initial_statistics,
+    lower_bound,
+    update,
+)
+
+__all__ = [
+    "chunk_statistics",
+    "compiled",
+    "fit_variational_posterior",
+    "initial_statistics",
+    "lower_bound",
+    "update",
+]

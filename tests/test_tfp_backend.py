@@ -1,17 +1,27 @@
-"""Tests of the TFP backend's maths against closed forms and Monte-Carlo estimates."""
+"""Tests of the TFP backend: its maths against closed forms and Monte Carlo, and its
+steps against each other (statistics add up, the loop is the steps, one trace)."""
 
 import numpy as np
 import pytest
+from conftest import COVARIANCE_TYPES, WEIGHT_PRIOR_TYPES, blobs
 from scipy.special import gammaln, multigammaln
 
-from skbayesmix import _tfp_backend as backend
-
+# The backend needs TensorFlow; without it these tests skip rather than error.
 tf = pytest.importorskip("tensorflow")
 tfp = pytest.importorskip("tensorflow_probability")
-tfd = tfp.distributions
 
-COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
-WEIGHT_PRIOR_TYPES = ["dirichlet_process", "dirichlet_distribution"]
+from skbayesmix import _tfp_backend as backend  # noqa: E402
+from skbayesmix._state import (  # noqa: E402
+    COVARIANCE_STRUCTURES as STRUCTURES,
+)
+from skbayesmix._state import (  # noqa: E402
+    Prior,
+    blend_statistics,
+    sum_statistics,
+)
+from skbayesmix._tfp_backend import _loop, _maths, _statistics  # noqa: E402
+
+tfd = tfp.distributions
 
 
 def _random_spd(rng, n_features, scale=1.0):
@@ -26,47 +36,23 @@ def _default_prior(X, covariance_type, n_components):
         "diag": X.var(axis=0, ddof=1),
         "spherical": X.var(axis=0, ddof=1).mean(),
     }[covariance_type]
-    return (1.0 / n_components, 1.0, X.mean(axis=0), float(X.shape[1]), psi0)
+    return Prior(1.0 / n_components, 1.0, X.mean(axis=0), float(X.shape[1]), psi0)
 
 
-def _blobs(rng, n_per_blob=60, n_features=2):
-    centres = np.array([[2.0, 0.0], [-2.0, -4.0], [-2.0, 4.0]])[:, :n_features]
-    return np.vstack([rng.randn(n_per_blob, n_features) + c for c in centres])
+def _kwargs(covariance_type, weight_type="dirichlet_process"):
+    return dict(
+        covariance_type=covariance_type, weight_concentration_prior_type=weight_type
+    )
 
 
 def _posterior_and_elbo(X, resp, prior, covariance_type, weight_type, reg_covar=0.0):
-    """The closed-form posterior for `resp`, and the ELBO at (resp, posterior).
-
-    Traced with unknown shapes, as in the compiled loop.
-    """
-    prior = tuple(tf.constant(np.asarray(p, np.float64)) for p in prior)
-    compute = tf.function(
-        lambda X, log_resp: _posterior_and_elbo_graph(
-            X, log_resp, prior, covariance_type, weight_type, reg_covar
-        ),
-        input_signature=[tf.TensorSpec([None, None], tf.float64)] * 2,
+    """The closed-form posterior for `resp`, and the ELBO at (resp, posterior)."""
+    kwargs = _kwargs(covariance_type, weight_type)
+    statistics = backend.initial_statistics(X, resp, **kwargs)
+    posterior = backend.update(prior, statistics, reg_covar, **kwargs)
+    return posterior, backend.lower_bound(
+        prior, posterior, statistics, reg_covar, **kwargs
     )
-    posterior, elbo = compute(X, np.log(resp))
-    return tuple(p.numpy() for p in posterior), float(elbo)
-
-
-def _posterior_and_elbo_graph(X, log_resp, prior, covariance_type, weight_type, reg):
-    reg_covar = reg
-    weights = tf.ones_like(X[:, 0])
-    features = backend._second_order_features(X, covariance_type, True)
-    stats = backend._expected_statistics(
-        X, features, weights, log_resp, covariance_type
-    )
-    posterior = backend._update_posterior(
-        stats, prior, reg_covar, covariance_type, weight_type
-    )
-    moments = backend._precision_moments(
-        posterior[4], posterior[5], tf.shape(X)[1], covariance_type
-    )
-    elbo = backend._evidence_lower_bound(
-        stats, posterior, moments, prior, reg_covar, covariance_type, weight_type
-    )
-    return posterior, elbo
 
 
 def test_wishart_kl_matches_monte_carlo():
@@ -76,15 +62,15 @@ def test_wishart_kl_matches_monte_carlo():
     psi_p = _random_spd(rng, n_features, scale=2.0)
     df_q = np.array([6.5, 9.0])
     df_p = 4.0
-    kl = backend._wishart_kl(
+    kl = _maths.wishart_kl(
         tf.constant(df_q),
         tf.linalg.cholesky(psi_q),
         tf.constant(df_p, tf.float64),
         tf.linalg.cholesky(psi_p),
     ).numpy()
 
-    q = backend._wishart(tf.constant(df_q), tf.linalg.cholesky(psi_q))
-    p = backend._wishart(tf.constant(df_p, tf.float64), tf.linalg.cholesky(psi_p)[None])
+    q = _maths.wishart(tf.constant(df_q), tf.linalg.cholesky(psi_q))
+    p = _maths.wishart(tf.constant(df_p, tf.float64), tf.linalg.cholesky(psi_p)[None])
     samples = q.sample(40000, seed=0)
     log_ratio = (q.log_prob(samples) - p.log_prob(samples)).numpy()  # [s, 2]
     mc = log_ratio.mean(axis=0)
@@ -96,7 +82,7 @@ def test_wishart_kl_matches_monte_carlo():
 def test_wishart_kl_is_zero_between_equal_distributions():
     rng = np.random.RandomState(0)
     psi = _random_spd(rng, 4)
-    kl = backend._wishart_kl(
+    kl = _maths.wishart_kl(
         tf.constant([7.0], tf.float64),
         tf.linalg.cholesky(psi[None]),
         tf.constant(7.0, tf.float64),
@@ -115,19 +101,22 @@ def test_precision_moments_match_monte_carlo(covariance_type):
         "diag": rng.uniform(0.5, 2.0, size=(2, n_features)),
         "spherical": rng.uniform(0.5, 2.0, size=2),
     }[covariance_type]
-    moments = backend._precision_moments(
-        tf.constant(nu), tf.constant(psi), tf.constant(n_features), covariance_type
+    structure = STRUCTURES[covariance_type]
+    moments = _maths.precision_moments(
+        tf.constant(nu), tf.constant(psi), tf.constant(n_features), structure
     )
     if covariance_type == "full":
-        precision = backend._wishart(tf.constant(nu), tf.linalg.cholesky(psi))
+        precision = _maths.wishart(tf.constant(nu), tf.linalg.cholesky(psi))
         samples = precision.sample(40000, seed=1).numpy()
         log_det = np.linalg.slogdet(samples)[1]
         trace = np.trace(samples, axis1=-2, axis2=-1)
+        mean = samples.mean(0)
     else:
-        gamma = backend._precision_gamma(
-            tf.constant(nu), tf.constant(psi), float(n_features), covariance_type
+        gamma = _maths.precision_gamma(
+            tf.constant(nu), tf.constant(psi), float(n_features), structure
         )
         samples = gamma.sample(40000, seed=1).numpy()
+        mean = samples.mean(0)
         if covariance_type == "diag":
             log_det, trace = np.log(samples).sum(-1), samples.sum(-1)
         else:
@@ -136,6 +125,9 @@ def test_precision_moments_match_monte_carlo(covariance_type):
         moments.expected_log_det.numpy(), log_det.mean(0), atol=0.03
     )
     np.testing.assert_allclose(moments.expected_trace.numpy(), trace.mean(0), rtol=0.02)
+    np.testing.assert_allclose(
+        moments.expected_precision.numpy(), mean, rtol=0.03, atol=0.02
+    )
 
 
 @pytest.mark.parametrize("covariance_type", ["full", "diag", "spherical"])
@@ -215,8 +207,8 @@ def _log_joint_minus_log_q(X, resp, prior, posterior, covariance_type, weight_ty
 
     if covariance_type in ("full", "tied"):
         precision, lq, lp = draw(
-            backend._wishart(nu, tf.linalg.cholesky(psi)),
-            backend._wishart(nu0, tf.linalg.cholesky(psi0)[None]),
+            _maths.wishart(nu, tf.linalg.cholesky(psi)),
+            _maths.wishart(nu0, tf.linalg.cholesky(psi0)[None]),
         )  # [s, f, d, d]
         precision = tf.broadcast_to(
             precision, [n_draws, n_components, n_features, n_features]
@@ -229,8 +221,12 @@ def _log_joint_minus_log_q(X, resp, prior, posterior, covariance_type, weight_ty
         lik = lambda mu: tfd.MultivariateNormalTriL(mu, cov_chol)  # noqa: E731
     else:
         precision, lq, lp = draw(
-            backend._precision_gamma(nu, psi, float(n_features), covariance_type),
-            backend._precision_gamma(nu0, psi0, float(n_features), covariance_type),
+            _maths.precision_gamma(
+                nu, psi, float(n_features), STRUCTURES[covariance_type]
+            ),
+            _maths.precision_gamma(
+                nu0, psi0, float(n_features), STRUCTURES[covariance_type]
+            ),
         )
         if covariance_type == "spherical":
             precision = tf.broadcast_to(
@@ -257,7 +253,7 @@ def _log_joint_minus_log_q(X, resp, prior, posterior, covariance_type, weight_ty
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_elbo_matches_monte_carlo_estimate(covariance_type, weight_type):
     rng = np.random.RandomState(0)
-    X = _blobs(rng, n_per_blob=15)
+    X = blobs(rng, n_per_blob=15)
     n_components = 3
     resp = rng.dirichlet(np.ones(n_components), size=X.shape[0])
     prior = _default_prior(X, covariance_type, n_components)
@@ -273,7 +269,7 @@ def test_elbo_matches_monte_carlo_estimate(covariance_type, weight_type):
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_fit_variational_posterior_elbo_never_decreases(covariance_type, weight_type):
     rng = np.random.RandomState(0)
-    X = _blobs(rng, n_per_blob=100)
+    X = blobs(rng, n_per_blob=100)
     X = (X - X.mean(0)) / X.std()
     n_components = 8
     resp = rng.dirichlet(np.ones(n_components), size=X.shape[0])
@@ -281,11 +277,10 @@ def test_fit_variational_posterior_elbo_never_decreases(covariance_type, weight_
         X,
         resp,
         _default_prior(X, covariance_type, n_components),
-        covariance_type=covariance_type,
-        weight_concentration_prior_type=weight_type,
         reg_covar=1e-6,
         tol=1e-8,
         max_iter=300,
+        **_kwargs(covariance_type, weight_type),
     )
     lower_bounds = result["lower_bounds"]
     assert len(lower_bounds) == result["n_iter"] > 10
@@ -295,17 +290,16 @@ def test_fit_variational_posterior_elbo_never_decreases(covariance_type, weight_
 
 def test_fit_variational_posterior_accepts_float32():
     rng = np.random.RandomState(0)
-    X = _blobs(rng).astype(np.float32)
+    X = blobs(rng).astype(np.float32)
     resp = np.eye(3, dtype=np.float32)[rng.randint(3, size=X.shape[0])]
     result = backend.fit_variational_posterior(
         X,
         resp,
         _default_prior(X, "full", 3),
-        covariance_type="full",
-        weight_concentration_prior_type="dirichlet_process",
         reg_covar=1e-6,
         tol=1e-3,
         max_iter=100,
+        **_kwargs("full"),
     )
     # Sums over samples, the posterior and the bound are accumulated in float64;
     # the estimator casts the fitted attributes back to float32.
@@ -313,101 +307,189 @@ def test_fit_variational_posterior_accepts_float32():
     assert result["lower_bounds"].dtype == np.float64
 
 
-def test_compiled_loop_is_reused_across_shapes():
+def _fitted_posterior(X, covariance_type, weight_type="dirichlet_process", k=3):
+    rng = np.random.RandomState(1)
+    resp = rng.dirichlet(np.ones(k), size=X.shape[0])
+    prior = _default_prior(X, covariance_type, k)
+    result = backend.fit_variational_posterior(
+        X,
+        resp,
+        prior,
+        reg_covar=1e-6,
+        tol=1e-6,
+        max_iter=5,
+        **_kwargs(covariance_type, weight_type),
+    )
+    return prior, result["posterior"]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_chunk_statistics_add_up_over_chunks(monkeypatch, covariance_type, dtype):
+    # Ragged blocks of 7 rows inside each chunk, with sample weights: statistics
+    # of disjoint chunks must sum to those of their union.
+    monkeypatch.setattr(_statistics, "BLOCK_SIZE", 7)
+    monkeypatch.setattr(_loop, "_COMPILED", {})
     rng = np.random.RandomState(0)
+    X = blobs(rng, n_per_blob=20, n_features=3)
+    weights = rng.uniform(0.0, 2.0, size=X.shape[0])
+    _, posterior = _fitted_posterior(X, covariance_type)
+    X = X.astype(dtype)
+
+    def stats(rows):
+        return backend.chunk_statistics(
+            X[rows],
+            posterior,
+            1e-6,
+            sample_weight=weights[rows],
+            **_kwargs(covariance_type),
+        )
+
+    whole = stats(slice(None))
+    parts = sum_statistics(
+        [stats(slice(0, 23)), stats(slice(23, 41)), stats(slice(41, None))]
+    )
+    for got, want in zip(parts, whole):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+    assert np.isclose(whole.counts.sum(), weights.sum())
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_update_of_blended_statistics_blends_natural_parameters(covariance_type):
+    # The stochastic-VI step: q(theta) from a convex blend of statistics has the
+    # blend of the natural parameters beta, beta m, Psi + beta m m^T and nu.
+    rng = np.random.RandomState(0)
+    X = blobs(rng, n_per_blob=30, n_features=3)
+    prior, posterior = _fitted_posterior(X, covariance_type)
+    kwargs = _kwargs(covariance_type, "dirichlet_distribution")
+    a = backend.chunk_statistics(X[:40], posterior, 1e-6, **kwargs)
+    b = backend.chunk_statistics(X[40:], posterior, 1e-6, **kwargs)
+    rho = 0.3
+    blended = backend.update(prior, blend_statistics(a, b, rho), 1e-6, **kwargs)
+
+    def natural(statistics):
+        q = backend.update(prior, statistics, 1e-6, **kwargs)
+        beta_m = q.mean_precision[:, None] * q.means
+        outer = _maths.structured_outer(
+            tf.constant(beta_m), tf.constant(q.means), STRUCTURES[covariance_type]
+        ).numpy()
+        return [
+            q.concentration_a,
+            q.mean_precision,
+            beta_m,
+            q.degrees_of_freedom,
+            q.scale_inverse + outer,
+        ]
+
+    for got, one, two in zip(
+        natural(blend_statistics(a, b, rho)), natural(a), natural(b)
+    ):
+        np.testing.assert_allclose(got, (1 - rho) * one + rho * two, rtol=1e-10)
+    assert blended.means.shape == posterior.means.shape
+
+
+@pytest.mark.parametrize("weight_type", WEIGHT_PRIOR_TYPES)
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_compiled_loop_equals_the_steps(covariance_type, weight_type):
+    rng = np.random.RandomState(0)
+    X = blobs(rng, n_per_blob=30, n_features=3)
+    resp = rng.dirichlet(np.ones(4), size=X.shape[0])
+    weights = rng.uniform(0.5, 2.0, size=X.shape[0])
+    prior = _default_prior(X, covariance_type, 4)
+    kwargs = _kwargs(covariance_type, weight_type)
+    result = backend.fit_variational_posterior(
+        X,
+        resp,
+        prior,
+        reg_covar=1e-6,
+        tol=0.0,
+        max_iter=4,
+        sample_weight=weights,
+        **kwargs,
+    )
+    statistics = backend.initial_statistics(X, resp, sample_weight=weights, **kwargs)
+    posterior = backend.update(prior, statistics, 1e-6, **kwargs)
+    bounds = []
+    for _ in range(4):
+        statistics = backend.chunk_statistics(
+            X, posterior, 1e-6, sample_weight=weights, **kwargs
+        )
+        posterior = backend.update(prior, statistics, 1e-6, **kwargs)
+        bounds.append(backend.lower_bound(prior, posterior, statistics, 1e-6, **kwargs))
+    np.testing.assert_allclose(result["lower_bounds"], bounds, rtol=1e-12)
+    for got, want in zip(result["posterior"], posterior):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_one_trace_per_structure_serves_every_shape():
+    rng = np.random.RandomState(0)
+    kwargs = _kwargs("diag", "dirichlet_distribution")
     for n_samples, n_features, n_components in [(30, 2, 2), (50, 3, 4), (20, 1, 1)]:
         X = rng.randn(n_samples, n_features)
         resp = rng.dirichlet(np.ones(n_components), size=n_samples)
-        backend.fit_variational_posterior(
-            X,
-            resp,
-            _default_prior(X, "diag", n_components),
-            covariance_type="diag",
-            weight_concentration_prior_type="dirichlet_distribution",
-            reg_covar=1e-6,
-            tol=1e-3,
-            max_iter=20,
+        prior = _default_prior(X, "diag", n_components)
+        result = backend.fit_variational_posterior(
+            X, resp, prior, reg_covar=1e-6, tol=1e-3, max_iter=20, **kwargs
         )
-    fit = backend._compiled_coordinate_ascent(
-        "diag", "dirichlet_distribution", np.float64, outer_products=True
-    )
-    assert fit.experimental_get_tracing_count() == 1
+        statistics = backend.chunk_statistics(X, result["posterior"], 1e-6, **kwargs)
+        backend.update(prior, statistics, 1e-6, **kwargs)
+    for step in ("loop", "chunk_statistics", "update"):
+        function = backend.compiled(step, "diag", "dirichlet_distribution")
+        assert function.experimental_get_tracing_count() == 1
 
 
-def test_full_covariance_paths_agree(monkeypatch):
-    # Large inputs skip the x x^T features; both paths must give one answer.
-    rng = np.random.RandomState(0)
-    X = _blobs(rng, n_per_blob=50, n_features=2)
-    resp = rng.dirichlet(np.ones(4), size=X.shape[0])
-    kwargs = dict(
-        covariance_type="full",
-        weight_concentration_prior_type="dirichlet_process",
-        reg_covar=1e-6,
-        tol=1e-6,
-        max_iter=50,
-    )
-    prior = _default_prior(X, "full", 4)
-    with_features = backend.fit_variational_posterior(X, resp, prior, **kwargs)
-    monkeypatch.setattr(backend, "_OUTER_PRODUCTS_MAX_SIZE", 0)
-    without = backend.fit_variational_posterior(X, resp, prior, **kwargs)
-    np.testing.assert_allclose(
-        with_features["lower_bounds"], without["lower_bounds"], rtol=1e-10
-    )
+def _thin_full_posterior(rng, n_samples=1000, angle=3e-4):
+    """Two thin discs (precision 1e8 across) tilted by `angle`, data and posterior.
 
-
-@pytest.mark.parametrize("covariance_type", ["full", "diag"])
-def test_blocked_expected_statistics_match_unblocked(monkeypatch, covariance_type):
-    # Ragged blocks of 7 rows, with sample weights: the per-block sums must add up
-    # to the statistics of the whole batch.
-    monkeypatch.setattr(backend, "_BLOCK_SIZE", 7)
-    rng = np.random.RandomState(0)
-    X = tf.constant(_blobs(rng, n_per_blob=10, n_features=2))
-    sample_weight = tf.constant(rng.uniform(0.5, 2.0, size=X.shape[0]))
-    resp = tf.constant(rng.dirichlet(np.ones(3), size=X.shape[0]))
-    prior = tuple(
-        tf.constant(np.asarray(p, np.float64))
-        for p in _default_prior(X.numpy(), covariance_type, 3)
+    Points of either disc are O(1) Mahalanobis units from the other, so q(z)
+    is uncertain, while each term of the expansion d(x) . c_k is O(1e8).
+    """
+    first = np.linalg.qr(rng.randn(3, 3))[0]
+    tilt = np.array(
+        [
+            [1, 0, 0],
+            [0, np.cos(angle), -np.sin(angle)],
+            [0, np.sin(angle), np.cos(angle)],
+        ]
     )
-    features = backend._second_order_features(X, covariance_type, True)
-    posterior = backend._update_posterior(
-        backend._sufficient_statistics(
-            X, features, sample_weight, resp, covariance_type
+    rotations = np.stack([first, first @ tilt])
+    scales = np.array([1.0, 1.0, 1e-4])
+    X = np.vstack([(rng.randn(n_samples, 3) * scales) @ r.T for r in rotations])
+    covariances = np.einsum("kij,j,klj->kil", rotations, scales**2, rotations)
+    nu = np.full(2, float(n_samples))
+    posterior = backend.update(
+        _default_prior(X, "full", 2),
+        backend.initial_statistics(
+            X, np.repeat(np.eye(2), n_samples, axis=0), **_kwargs("full")
         ),
-        prior,
-        1e-6,
-        covariance_type,
-        "dirichlet_process",
+        1e-12,
+        **_kwargs("full"),
     )
-    moments = backend._precision_moments(
-        posterior[4], posterior[5], tf.shape(X)[1], covariance_type
+    posterior = posterior._replace(
+        means=np.zeros((2, 3)),
+        degrees_of_freedom=nu,
+        scale_inverse=nu[:, None, None] * covariances,
     )
-    log_resp = backend._estimate_log_resp(
-        X, features, posterior, moments, 1e-6, covariance_type, "dirichlet_process"
-    )
-    expected = backend._expected_statistics(
-        X, features, sample_weight, log_resp, covariance_type
-    )
-    design = backend._design_features(X, covariance_type)
-    blocked = backend._blocked_expected_statistics(
-        design,
-        design,
-        sample_weight,
-        posterior,
-        moments,
-        tf.constant(1e-6, tf.float64),
-        covariance_type,
-        "dirichlet_process",
-    )
-    for got, want in zip(blocked, expected):
-        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-10, atol=1e-10)
-    counts, design_moments = backend._blocked_sufficient_statistics(
-        design, sample_weight, resp
-    )
-    initial = backend._unpack_statistics(
-        counts, design_moments, tf.shape(X)[1], covariance_type
-    )
-    direct = backend._sufficient_statistics(
-        X, features, sample_weight, resp, covariance_type
-    )
-    for got, want in zip(initial, direct):
-        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-12)
+    return X, posterior
+
+
+def test_float32_statistics_use_float64_where_rounding_would_show(monkeypatch):
+    # E[Lambda] of 1e8 across two tilted axes: the float32 expansion d(x) . c_k
+    # cancels terms of 1e8 to leave O(1). The per-block bound must send these
+    # blocks to float64; forcing float32 shows what it prevents.
+    rng = np.random.RandomState(0)
+    X, posterior = _thin_full_posterior(rng)
+
+    def statistics(dtype):
+        return backend.chunk_statistics(
+            X.astype(dtype), posterior, 1e-12, **_kwargs("full")
+        )
+
+    want = statistics(np.float64)
+    got = statistics(np.float32)
+    np.testing.assert_allclose(got.counts, want.counts, rtol=1e-4)
+    np.testing.assert_allclose(got.resp_entropy, want.resp_entropy, rtol=1e-3, atol=1)
+    monkeypatch.setattr(_statistics, "_MAX_MAHALANOBIS_ERROR", np.inf)
+    monkeypatch.setattr(_loop, "_COMPILED", {})
+    forced = statistics(np.float32)
+    assert abs(forced.resp_entropy - want.resp_entropy) > 10.0

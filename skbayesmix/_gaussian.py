@@ -5,6 +5,8 @@ from scipy import linalg
 from scipy.special import gammaln, logsumexp
 from sklearn.utils import gen_batches
 
+from skbayesmix._state import COVARIANCE_STRUCTURES
+
 # Rows of X are processed in chunks whose largest temporary, of shape
 # (n_rows, n_components, n_features), holds about _CHUNK_BYTES, so memory does
 # not grow with n_samples. 1 MiB stays in L2 cache and keeps each product small
@@ -173,12 +175,8 @@ def _student_t_degrees_of_freedom(degrees_of_freedom, covariance_type, n_feature
         nu + 1 - D for 'full' and 'tied', nu for 'diag' (per dimension), and
         D * nu for 'spherical'.
     """
-    degrees_of_freedom = np.asarray(degrees_of_freedom, dtype=np.float64)
-    if covariance_type in ("full", "tied"):
-        return degrees_of_freedom + 1.0 - n_features
-    if covariance_type == "diag":
-        return degrees_of_freedom
-    return n_features * degrees_of_freedom
+    structure = COVARIANCE_STRUCTURES[covariance_type]
+    return structure.student_degrees_of_freedom(degrees_of_freedom, n_features)
 
 
 def _student_t_scale_factor(
@@ -209,7 +207,7 @@ def _student_t_scale_factor(
     mean_precision = np.asarray(mean_precision, dtype=np.float64)
     # The extra 1 / beta is the uncertainty of the posterior mean.
     scale_factor = (1.0 + mean_precision) / mean_precision
-    if covariance_type in ("full", "tied"):
+    if COVARIANCE_STRUCTURES[covariance_type].family == "wishart":
         # covariances_ = Psi / nu, while the t scale is Psi / df.
         scale_factor = scale_factor * degrees_of_freedom / student_df
     return scale_factor

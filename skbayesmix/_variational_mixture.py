@@ -867,7 +867,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             log_prob[rows] = logsumexp(weighted_log_prob, axis=1)
         return log_prob
 
-    def score(self, X, y=None):
+    def score(self, X, y=None, sample_weight=None):
         """Mean log posterior predictive density of the samples in X.
 
         Parameters
@@ -878,12 +878,21 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         y : Ignored
             Not used, present for API consistency by convention.
 
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the samples in the mean, so that a weighted
+            cross-validation scores with the weights it fits with.
+
         Returns
         -------
         log_likelihood : float
-            Mean of `score_samples(X)`.
+            The (weighted) mean of `score_samples(X)`.
         """
-        return float(np.mean(self.score_samples(X)))
+        log_prob = self.score_samples(X)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(
+                sample_weight, log_prob[:, None], dtype=np.float64
+            )
+        return float(np.average(log_prob, weights=sample_weight))
 
     def predict(self, X):
         """Predict the most probable component of each sample.

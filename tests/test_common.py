@@ -2,12 +2,10 @@
 
 import itertools
 
+from conftest import COVARIANCE_TYPES, WEIGHT_PRIOR_TYPES
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skbayesmix import VariationalGaussianMixture
-
-COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
-WEIGHT_PRIOR_TYPES = ["dirichlet_process", "dirichlet_distribution"]
 
 ESTIMATORS = [VariationalGaussianMixture()] + [
     VariationalGaussianMixture(

@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import COVARIANCE_TYPES
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy import stats
 from scipy.special import logsumexp
@@ -20,8 +21,6 @@ from skbayesmix._gaussian import (
     _estimate_log_student_t_prob,
     _sample_student_t_mixture,
 )
-
-COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
 
 
 def _make_posterior(

@@ -10,6 +10,7 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import COVARIANCE_TYPES
 from joblib import parallel_backend
 from joblib.externals.loky import get_reusable_executor
 from sklearn.base import clone
@@ -17,8 +18,6 @@ from sklearn.model_selection import GridSearchCV
 
 import skbayesmix
 from skbayesmix import VariationalGaussianMixture
-
-COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
 
 # Fitted attributes that describe the posterior; equal fits have equal values.
 FITTED_ARRAYS = [

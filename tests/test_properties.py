@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import COVARIANCE_TYPES, WEIGHT_PRIOR_TYPES
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -9,8 +10,6 @@ from sklearn.exceptions import ConvergenceWarning
 
 from skbayesmix import VariationalGaussianMixture
 
-COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
-WEIGHT_PRIOR_TYPES = ["dirichlet_process", "dirichlet_distribution"]
 INIT_PARAMS = ["kmeans", "k-means++", "random", "random_from_data"]
 
 pytestmark = pytest.mark.filterwarnings(

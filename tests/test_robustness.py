@@ -15,12 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from conftest import COVARIANCE_TYPES
 from sklearn.datasets import load_digits
 from sklearn.mixture import BayesianGaussianMixture
 
 from skbayesmix import VariationalGaussianMixture
-
-COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
 
 # A case that takes longer than this counts as a hang.
 _CASE_TIME_LIMIT = 60

@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import COVARIANCE_TYPES, WEIGHT_PRIOR_TYPES
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.mixture import BayesianGaussianMixture
 from sklearn.model_selection import GridSearchCV
@@ -14,8 +15,6 @@ from sklearn.preprocessing import StandardScaler
 
 from skbayesmix import VariationalGaussianMixture
 
-COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
-WEIGHT_PRIOR_TYPES = ["dirichlet_process", "dirichlet_distribution"]
 TUTORIAL_CENTRES = np.array([[2.0, 0.0], [-2.0, -4.0], [-2.0, 4.0]])
 
 
@@ -374,3 +373,176 @@ def test_pickle_round_trip_predicts_the_same():
         values = value if isinstance(value, tuple) else (value,)
         for v in values:
             assert type(v).__module__.split(".")[0] in {"numpy", "builtins"}, v
+
+
+# ------------------------------------------------------------------------------
+# sample_weight: weights act as repetitions
+# ------------------------------------------------------------------------------
+
+
+def _weighted_data(scheme):
+    """Well-separated blobs, weights, and the same data with rows repeated.
+
+    'repeat' draws integer weights 0..3, 'drop' weights 0 or 1.
+    """
+    rng = np.random.RandomState(0)
+    X = _tutorial_data(rng, n_per_blob=40)
+    high = 4 if scheme == "repeat" else 2
+    weights = rng.randint(0, high, size=X.shape[0])
+    return X, weights, np.repeat(X, weights, axis=0)
+
+
+@pytest.mark.parametrize("scheme", ["repeat", "drop"])
+@pytest.mark.parametrize("weight_type", WEIGHT_PRIOR_TYPES)
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_fit_sample_weight_equals_repeated_or_dropped_rows(
+    covariance_type, weight_type, scheme
+):
+    X, weights, X_repeated = _weighted_data(scheme)
+    params = dict(
+        n_components=3,
+        covariance_type=covariance_type,
+        weight_concentration_prior_type=weight_type,
+        tol=1e-9,
+        max_iter=500,
+        random_state=0,
+    )
+    weighted = VariationalGaussianMixture(**params).fit(X, sample_weight=weights)
+    repeated = VariationalGaussianMixture(**params).fit(X_repeated)
+    assert weighted.converged_ and repeated.converged_
+    np.testing.assert_allclose(weighted.lower_bound_, repeated.lower_bound_, rtol=1e-6)
+    np.testing.assert_allclose(weighted.mean_prior_, repeated.mean_prior_, rtol=1e-10)
+    np.testing.assert_allclose(
+        weighted.covariance_prior_, repeated.covariance_prior_, rtol=1e-10
+    )
+    a, b = _sorted_by_first_mean(weighted), _sorted_by_first_mean(repeated)
+    np.testing.assert_allclose(weighted.means_[a], repeated.means_[b], rtol=1e-5)
+    np.testing.assert_allclose(weighted.weights_[a], repeated.weights_[b], rtol=1e-5)
+    np.testing.assert_allclose(
+        weighted.score_samples(X), repeated.score_samples(X), rtol=1e-6
+    )
+
+
+def test_fit_unit_sample_weight_equals_no_weight():
+    rng = np.random.RandomState(0)
+    X = _tutorial_data(rng, n_per_blob=30)
+    model = VariationalGaussianMixture(n_components=3, random_state=0)
+    unweighted = model.fit(X).lower_bounds_
+    weighted = model.fit(X, sample_weight=np.ones(len(X))).lower_bounds_
+    np.testing.assert_allclose(weighted, unweighted, rtol=1e-12)
+
+
+def test_fit_negative_sample_weight_raises_like_sklearn():
+    rng = np.random.RandomState(0)
+    X = _tutorial_data(rng, n_per_blob=10)
+    weights = np.ones(len(X))
+    weights[3] = -1.0
+    with pytest.raises(ValueError, match="Negative values in data passed to"):
+        VariationalGaussianMixture(n_components=2).fit(X, sample_weight=weights)
+    with pytest.raises(ValueError, match=r"sample_weight.shape == \(29,\)"):
+        VariationalGaussianMixture(n_components=2).fit(X, sample_weight=weights[1:])
+
+
+def test_fit_predict_accepts_sample_weight():
+    X, weights, _ = _weighted_data("repeat")
+    model = VariationalGaussianMixture(n_components=3, random_state=0)
+    labels = model.fit_predict(X, sample_weight=weights)
+    np.testing.assert_array_equal(labels, model.predict(X))
+
+
+def test_sample_weight_routes_through_pipeline_and_grid_search():
+    from sklearn import config_context
+
+    X, weights, _ = _weighted_data("repeat")
+    with config_context(enable_metadata_routing=True):
+        mixture = VariationalGaussianMixture(n_components=3, random_state=0)
+        pipeline = make_pipeline(
+            StandardScaler().set_fit_request(sample_weight=False),
+            mixture.set_fit_request(sample_weight=True).set_score_request(
+                sample_weight=True
+            ),
+        ).fit(X, sample_weight=weights)
+        direct = VariationalGaussianMixture(n_components=3, random_state=0).fit(
+            StandardScaler().fit_transform(X), sample_weight=weights
+        )
+        assert pipeline[-1].lower_bound_ == pytest.approx(direct.lower_bound_)
+        search = GridSearchCV(
+            pipeline, {"variationalgaussianmixture__n_components": [2, 3]}, cv=2
+        ).fit(X, sample_weight=weights)
+    assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
+    refit = search.best_estimator_[-1]
+    n_components = refit.n_components
+    expected = VariationalGaussianMixture(n_components=n_components, random_state=0)
+    expected.fit(StandardScaler().fit_transform(X), sample_weight=weights)
+    assert refit.lower_bound_ == pytest.approx(expected.lower_bound_)
+
+
+# ------------------------------------------------------------------------------
+# verbose
+# ------------------------------------------------------------------------------
+
+
+def test_verbose_lines_print_while_the_fit_runs(monkeypatch):
+    # Each verbose_interval iterations run as one compiled segment; a line must
+    # reach stdout between segments, not after the whole loop.
+    import sys
+
+    from skbayesmix import _tfp_backend
+
+    events = []
+    run_segment = _tfp_backend.fit_variational_posterior
+
+    def recording_segment(*args, **kwargs):
+        events.append("segment")
+        return run_segment(*args, **kwargs)
+
+    class Stream:
+        def write(self, text):
+            if "Iteration" in text:
+                events.append(text.split("\t")[0].strip())
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(_tfp_backend, "fit_variational_posterior", recording_segment)
+    monkeypatch.setattr(sys, "stdout", Stream())
+    rng = np.random.RandomState(0)
+    X = _tutorial_data(rng, n_per_blob=50)
+    model = VariationalGaussianMixture(
+        n_components=3,
+        verbose=2,
+        verbose_interval=2,
+        max_iter=6,
+        tol=0.0,
+        random_state=0,
+    )
+    with pytest.warns(ConvergenceWarning):
+        model.fit(X)
+    assert events == [
+        "segment",
+        "Iteration 2",
+        "segment",
+        "Iteration 4",
+        "segment",
+        "Iteration 6",
+    ]
+    assert model.n_iter_ == 6 and len(model.lower_bounds_) == 6
+
+
+def test_verbose_segments_give_the_same_fit():
+    rng = np.random.RandomState(0)
+    X = _tutorial_data(rng, n_per_blob=50)
+    params = dict(n_components=4, tol=1e-6, random_state=0, verbose_interval=3)
+    quiet = VariationalGaussianMixture(**params).fit(X)
+    loud = VariationalGaussianMixture(verbose=2, **params).fit(X)
+    assert loud.n_iter_ == quiet.n_iter_
+    np.testing.assert_allclose(loud.lower_bounds_, quiet.lower_bounds_, rtol=1e-12)
+    np.testing.assert_allclose(loud.means_, quiet.means_, rtol=1e-10)
+
+
+def test_score_sample_weight_is_the_weighted_mean():
+    X, weights, X_repeated = _weighted_data("repeat")
+    model = VariationalGaussianMixture(n_components=3, random_state=0).fit(X)
+    assert model.score(X, sample_weight=weights) == pytest.approx(
+        model.score(X_repeated), rel=1e-12
+    )

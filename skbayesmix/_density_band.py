@@ -1,4 +1,4 @@
-"""NumPy maths for density bands: draws theta ~ q(theta) and quantiles of p(x | theta)."""
+"""NumPy maths for density bands: theta ~ q(theta) and quantiles of p(x | theta)."""
 
 from typing import NamedTuple
 

@@ -3,6 +3,7 @@
 from typing import NamedTuple
 
 import numpy as np
+from scipy.special import logsumexp
 from sklearn.utils import check_random_state, gen_batches
 
 from skbayesmix._gaussian import (
@@ -162,7 +163,7 @@ def _draw_stick_breaking_log_weights(rng, concentration, n_draws):
     log_rest_before = np.zeros_like(log_rests)
     log_rest_before[:, 1:] = np.cumsum(log_rests[:, :-1], axis=1)
     log_weights = log_sticks + log_rest_before
-    return log_weights - _logsumexp_last(log_weights)[:, None]
+    return log_weights - logsumexp(log_weights, axis=1, keepdims=True)
 
 
 _LOG_WEIGHT_DRAWS = {
@@ -355,82 +356,154 @@ def draw_parameters(posterior, n_draws, rng):
 # ------------------------------------------------------------------------------
 
 
-def _logsumexp_last(a):
-    """logsumexp over the last axis, in place on a copy-free max shift.
+class QuadraticLogDensity(NamedTuple):
+    """log pi_sk N(x | mu_sk, Lambda_sk^-1) as a quadratic form in x - centres_k.
 
-    scipy's logsumexp costs several times more on the many short rows here.
+    With c = x - centres_k and delta_sk = mu_sk - centres_k::
+
+        log pi_sk N(x | mu_sk, Lambda_sk^-1)
+            = const_sk + c^T Lambda_sk delta_sk - 1/2 c^T Lambda_sk c
+        const_sk = log pi_sk + log |det F_sk| - D/2 log(2 pi)
+                   - 1/2 delta_sk^T Lambda_sk delta_sk
+
+    so the log densities of a chunk of rows under all draws are one batched
+    product of its quadratic features with `coefficients`, with no temporary
+    of n_features times the output's size. Centring each component at its
+    posterior mean keeps delta small, so the expansion does not cancel.
+
+    Attributes
+    ----------
+    centres : ndarray of shape (n_components, n_features)
+        The posterior means, ``means_``.
+    coefficients : ndarray of shape (n_components, n_terms, n_draws)
+        Coefficients of the features of :func:`_quadratic_features`.
+    diagonal : bool
+        Whether the precisions are diagonal, so that only the squares c_d^2
+        enter the quadratic part.
+    """
+
+    centres: np.ndarray
+    coefficients: np.ndarray
+    diagonal: bool
+
+
+def _quadratic_features(centred, diagonal):
+    """Compute the monomials of a quadratic form: c_i c_j (i <= j), c_i and 1.
 
     Parameters
     ----------
-    a : ndarray of shape (..., n)
+    centred : ndarray of shape (n_components, n_samples, n_features)
+        x - centres_k for each component.
+
+    diagonal : bool
+        Keep only the squares c_i^2 of the second-order terms.
 
     Returns
     -------
-    out : ndarray of shape (...)
+    features : ndarray of shape (n_components, n_samples, n_terms)
+        n_terms is 2 D + 1 when `diagonal`, else D (D + 1) / 2 + D + 1.
     """
-    a_max = np.max(a, axis=-1, keepdims=True)
-    # Rows of -inf would give -inf - -inf = NaN.
-    a_max[~np.isfinite(a_max)] = 0.0
-    out = np.log(np.sum(np.exp(a - a_max), axis=-1))
-    out += a_max[..., 0]
-    return out
+    if diagonal:
+        second_order = np.square(centred)
+    else:
+        rows, cols = np.triu_indices(centred.shape[2])
+        second_order = centred[..., rows] * centred[..., cols]
+    ones = np.ones(centred.shape[:2] + (1,), dtype=centred.dtype)
+    return np.concatenate([second_order, centred, ones], axis=2)
 
 
-def _log_density_under_draws(X, draws):
+def quadratic_log_density(draws, centres):
+    """Collect the coefficients of each draw's weighted log densities.
+
+    Parameters
+    ----------
+    draws : ParameterDraws
+        Output of :func:`draw_parameters`.
+
+    centres : ndarray of shape (n_components, n_features)
+        Where to centre each component's quadratic form, its posterior mean.
+
+    Returns
+    -------
+    quadratic : QuadraticLogDensity
+        Float64 coefficients.
+    """
+    n_features = centres.shape[1]
+    factors = draws.precision_factors
+    delta = draws.means - centres  # [S, K, D]
+    diagonal = factors.ndim == 3
+    if diagonal:
+        precision_diagonal = np.square(factors)  # [S, K, D]
+        second_order = -0.5 * precision_diagonal
+        linear = precision_diagonal * delta
+    else:
+        precisions = factors @ np.swapaxes(factors, 2, 3)  # [S, K, D, D]
+        rows, cols = np.triu_indices(n_features)
+        # c_i c_j appears twice in c^T Lambda c when i != j.
+        second_order = precisions[..., rows, cols] * np.where(rows == cols, -0.5, -1)
+        linear = np.einsum("skij,skj->ski", precisions, delta)
+    constant = (
+        draws.log_weights
+        + draws.log_det_precision_factors
+        - 0.5 * n_features * _LOG_2PI
+        - 0.5 * np.einsum("ski,ski->sk", delta, linear)
+    )  # [S, K]
+    coefficients = np.concatenate(
+        [second_order, linear, constant[..., None]], axis=2
+    )  # [S, K, n_terms]
+    return QuadraticLogDensity(
+        centres=centres,
+        coefficients=np.ascontiguousarray(np.transpose(coefficients, (1, 2, 0))),
+        diagonal=diagonal,
+    )
+
+
+def _log_density_under_draws(X, quadratic):
     """Compute log p(x | theta_s) of each row under each draw.
 
-    p(x | theta_s) = sum_k pi_sk N(x | mu_sk, Lambda_sk^-1), with::
-
-        log N = -D/2 log(2 pi) + log |det F_sk| - 1/2 ||(x - mu_sk) @ F_sk||^2
+    p(x | theta_s) = sum_k pi_sk N(x | mu_sk, Lambda_sk^-1), the sum done as a
+    logsumexp over the components, which are the leading axis so that NumPy
+    reduces whole contiguous rows.
 
     Parameters
     ----------
     X : ndarray of shape (n_samples, n_features)
-        One chunk of rows.
+        One chunk of float64 rows.
 
-    draws : ParameterDraws
-        Draws already cast to the dtype of `X`.
+    quadratic : QuadraticLogDensity
+        Output of :func:`quadratic_log_density`.
 
     Returns
     -------
     log_density : ndarray of shape (n_samples, n_draws)
     """
-    n_samples, n_features = X.shape
-    n_draws, n_components = draws.log_weights.shape
-    factors = draws.precision_factors
-    if factors.ndim == 4:
-        # One product for every draw and component; X @ F - mu @ F, as in
-        # scikit-learn, trades cancellation far from the means for speed.
-        stacked = np.moveaxis(factors, 2, 0).reshape(n_features, -1)  # [D, S*K*D]
-        y = X @ stacked  # [n, S*K*D]
-        y -= np.einsum("ski,skij->skj", draws.means, factors).ravel()
-        y = y.reshape(n_samples, n_draws, n_components, n_features)
-    else:
-        y = X[:, None, None, :] - draws.means  # [n, S, K, D]
-        y *= factors
-    half_mahalanobis = np.einsum("nskd,nskd->nsk", y, y)  # [n, S, K]
-    half_mahalanobis *= -0.5
-    log_norm = (
-        draws.log_weights
-        + draws.log_det_precision_factors
-        - 0.5 * n_features * _LOG_2PI
-    )  # [S, K]
-    half_mahalanobis += log_norm.astype(X.dtype)
-    return _logsumexp_last(half_mahalanobis)
+    centred = X[None, :, :] - quadratic.centres[:, None, :]  # [K, n, D]
+    features = _quadratic_features(centred, quadratic.diagonal)  # [K, n, n_terms]
+    weighted_log_prob = features @ quadratic.coefficients  # [K, n, S]
+    max_log_prob = np.max(weighted_log_prob, axis=0)  # [n, S]
+    # Where every component is -inf, shifting by -inf would give NaN.
+    max_log_prob[~np.isfinite(max_log_prob)] = 0.0
+    weighted_log_prob -= max_log_prob
+    np.exp(weighted_log_prob, out=weighted_log_prob)
+    log_density = np.sum(weighted_log_prob, axis=0)  # [n, S]
+    with np.errstate(divide="ignore"):
+        np.log(log_density, out=log_density)
+    log_density += max_log_prob
+    return log_density
 
 
-def _band_chunk_n_rows(n_draws, n_components, n_features, itemsize):
-    """Rows per chunk so that the (rows, S, K, D) temporary holds _CHUNK_BYTES.
+def _band_chunk_n_rows(n_components, n_terms, n_draws):
+    """Rows per chunk so that each float64 temporary holds about _CHUNK_BYTES.
 
-    Unlike the predictive's chunks there is no floor of many rows: a row here
-    is S times larger, and a floor would let memory grow with n_draws.
+    The largest are the (K, rows, S) log densities and the (K, rows, n_terms)
+    features. Unlike the predictive's chunks there is no floor of many rows: a
+    row here is S times larger, and a floor would let memory grow with n_draws.
 
     Returns
     -------
     n_rows : int
     """
-    row_bytes = n_draws * n_components * n_features * itemsize
-    return max(1, _CHUNK_BYTES // row_bytes)
+    return max(1, _CHUNK_BYTES // (n_components * max(n_terms, n_draws) * 8))
 
 
 def log_density_quantiles(X, posterior, level, n_draws, random_state):
@@ -466,17 +539,20 @@ def log_density_quantiles(X, posterior, level, n_draws, random_state):
     """
     rng = check_random_state(random_state)
     dtype = np.result_type(X, posterior.dtype)
-    X = X.astype(dtype, copy=False)
     draws = draw_parameters(posterior, n_draws, rng)
-    draws = ParameterDraws(*(np.ascontiguousarray(d, dtype=dtype) for d in draws))
+    quadratic = quadratic_log_density(draws, posterior.means)
     quantile_levels = [0.5 * (1.0 - level), 0.5 * (1.0 + level)]
     n_samples = X.shape[0]
     lower = np.empty(n_samples, dtype=dtype)
     upper = np.empty(n_samples, dtype=dtype)
-    n_rows = _band_chunk_n_rows(n_draws, *posterior.means.shape, dtype.itemsize)
+    n_rows = _band_chunk_n_rows(*quadratic.coefficients.shape)
     with np.errstate(under="ignore"):
         for rows in gen_batches(n_samples, n_rows):
-            log_density = _log_density_under_draws(X[rows], draws)  # [n, S]
+            # float64 whatever X's dtype: the expanded quadratic form cancels
+            # along the narrow axis of a nearly singular covariance.
+            log_density = _log_density_under_draws(
+                X[rows].astype(np.float64), quadratic
+            )  # [n, S]
             lower[rows], upper[rows] = np.quantile(log_density, quantile_levels, axis=1)
     return lower, upper
 

@@ -399,7 +399,8 @@ class TransformedDensity(DensityMixin, BaseEstimator):
         self : object
             The fitted estimator.
         """
-        X = validate_data(self, X, dtype=[np.float64, np.float32])
+        # Two samples, as the mixture needs: with one, PCA would keep no volume.
+        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
         _check_supported(self._transformer(), self.log_abs_det_jacobian)
         self.transformer_ = clone(self._transformer())
         Xt = self.transformer_.fit_transform(X)
@@ -511,7 +512,8 @@ class TransformedDensity(DensityMixin, BaseEstimator):
         labels : ndarray of shape (n_samples,)
             Component labels.
         """
-        return self.estimator_.predict(self._transform(X)[0])
+        Xt, _ = self._transform(X)
+        return self.estimator_.predict(Xt)
 
     @available_if(_estimator_has("predict_proba"))
     def predict_proba(self, X):
@@ -527,7 +529,8 @@ class TransformedDensity(DensityMixin, BaseEstimator):
         resp : ndarray of shape (n_samples, n_components)
             Probability of each component given each sample.
         """
-        return self.estimator_.predict_proba(self._transform(X)[0])
+        Xt, _ = self._transform(X)
+        return self.estimator_.predict_proba(Xt)
 
     @available_if(_estimator_has("sample"))
     def sample(self, n_samples=1):

@@ -286,19 +286,23 @@ def _expected_precision_factors(posterior):
     precisions_cholesky = _compute_precision_cholesky(
         posterior.covariances, posterior.covariance_type
     )
-    log_det = np.broadcast_to(
-        _compute_log_det_cholesky(
-            precisions_cholesky, posterior.covariance_type, n_features
-        ),
-        (n_components,),
+    log_det = _compute_log_det_cholesky(
+        precisions_cholesky, posterior.covariance_type, n_features
     )
-    if posterior.covariance_type in ("full", "tied"):
-        shape = (n_components, n_features, n_features)
-    else:
-        if posterior.covariance_type == "spherical":
-            precisions_cholesky = precisions_cholesky[:, None]
-        shape = (n_components, n_features)
-    return np.broadcast_to(precisions_cholesky, shape), log_det
+    # 'tied' has one matrix and 'spherical' one scalar per component; both are
+    # broadcast to the shapes the other types have.
+    shape = {
+        "full": (n_components, n_features, n_features),
+        "tied": (n_components, n_features, n_features),
+        "diag": (n_components, n_features),
+        "spherical": (n_components, n_features),
+    }[posterior.covariance_type]
+    if posterior.covariance_type == "spherical":
+        precisions_cholesky = precisions_cholesky[:, None]
+    return (
+        np.broadcast_to(precisions_cholesky, shape),
+        np.broadcast_to(log_det, (n_components,)),
+    )
 
 
 def draw_parameters(posterior, n_draws, rng):

@@ -267,7 +267,8 @@ def _log_abs_det_step(step, X):
     for cls in type(step).__mro__:
         if cls in table:
             return table[cls](step, X)
-    raise ValueError(f"Supported transformers: {_SUPPORTED}.")  # _check_supported
+    # Unreachable after _check_supported, which fit runs first.
+    raise ValueError(f"Supported transformers: {_SUPPORTED}.")
 
 
 def _estimator_has(attr):

@@ -116,6 +116,8 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
       Student-t distributions whose exp integrates to 1. ``predict_proba`` and
       ``predict`` use the same predictive, so ``predict`` is the argmax of
       ``predict_proba``, and ``sample`` draws from that same density.
+    - ``score_samples_interval`` gives a pointwise credible band of that
+      density, from draws of the parameters under the variational posterior.
     - The 'diag' and 'spherical' precisions have Gamma posteriors, and 'tied' has
       one Wishart shared by all components, so every update is exact coordinate
       ascent and the ELBO never decreases. scikit-learn approximates these.

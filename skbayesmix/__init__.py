@@ -1,7 +1,8 @@
 """Bayesian Gaussian mixtures for scikit-learn, fitted with TensorFlow Probability."""
 
+from skbayesmix._transformed import TransformedDensity
 from skbayesmix._variational_mixture import VariationalGaussianMixture
 
 __version__ = "0.1.0"
 
-__all__ = ["VariationalGaussianMixture"]
+__all__ = ["TransformedDensity", "VariationalGaussianMixture"]

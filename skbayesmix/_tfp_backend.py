@@ -29,11 +29,10 @@ import threading
 
 import numpy as np
 
-# TensorFlow 2.21 logs its start-up lines through absl before TF_CPP_MIN_LOG_LEVEL
-# is read, so setting that variable would not quiet them; the environment is left
-# alone.
-import tensorflow as tf
-import tensorflow_probability as tfp
+from skbayesmix._tf_quiet import import_tensorflow
+
+# Without TF's start-up lines on stderr, see _tf_quiet; the environment is left alone.
+tf, tfp = import_tensorflow()
 
 tfd = tfp.distributions
 

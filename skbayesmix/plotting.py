@@ -330,7 +330,10 @@ def plot_density(
         xx, yy, density, levels=levels, norm=LogNorm(), cmap="viridis"
     )
     if colorbar:
-        ax.figure.colorbar(contours, ax=ax, label="density")
+        bar = ax.figure.colorbar(contours, ax=ax, label="density")
+        # A log colorbar labels only whole decades, which these levels miss.
+        bar.minorticks_off()
+        bar.set_ticks(contours.levels, labels=[f"{v:.2g}" for v in contours.levels])
     ax.set_xlim(bounds[0], bounds[1])
     ax.set_ylim(bounds[2], bounds[3])
     labels = names or [f"feature {i}" for i in range(n_features)]

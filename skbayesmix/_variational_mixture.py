@@ -244,9 +244,9 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
     lower_bounds_ : list of float
         The lower bound after each iteration of the best fit. Each iteration is
         an exact coordinate-ascent step, so the sequence is non-decreasing up to
-        floating-point round-off: once it has converged, successive values can
-        differ by round-off in either direction (for example -3e-4 nats with
-        ``tol=0`` on float32 input, 'spherical').
+        floating-point round-off: once it has converged, for example when run
+        on with ``tol=0``, successive values can also fall, by round-off of
+        relative size about 1e-8 or less.
 
     weight_concentration_prior_ : float
         The Dirichlet concentration prior actually used.

@@ -31,17 +31,17 @@ centres = np.array([[2.0, 0.0], [-2.0, -4.0], [-2.0, 4.0]])
 X = np.vstack([rng.randn(1024, 2) + c for c in centres])
 
 # %%
-# One fit, run one iteration at a time: with `warm_start=True` each call carries
-# on from where the previous one stopped, so the weights can be recorded along
-# the way. The calls stop before convergence on purpose, hence the
-# ConvergenceWarnings are silenced.
-step, max_iter = 1, 1000
+# One fit, run a few iterations at a time: with `warm_start=True` each call
+# carries on from where the previous one stopped, so the weights can be recorded
+# along the way (every iteration at first, then every 5th). The calls stop
+# before convergence on purpose, hence the ConvergenceWarnings are silenced.
+max_iter = 1000
 model = VariationalGaussianMixture(
     n_components=10,
     covariance_type="full",
     weight_concentration_prior_type="dirichlet_process",
     weight_concentration_prior=1e-2,
-    max_iter=step,
+    max_iter=1,
     warm_start=True,
     random_state=0,
 )
@@ -50,7 +50,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", ConvergenceWarning)
     total = 0
     while total < max_iter:
-        model.fit(X)
+        model.set_params(max_iter=1 if total < 20 else 5).fit(X)
         total += model.n_iter_
         iterations.append(total)
         weights.append(model.weights_)

@@ -25,6 +25,12 @@ Usage::
     PYTHONPATH=. python benchmarks/bench_fresh_process.py
     PYTHONPATH=. python benchmarks/bench_fresh_process.py --repeats 5 --output o.md
     PYTHONPATH=. python benchmarks/bench_fresh_process.py --phases
+    PYTHONPATH=. python benchmarks/bench_fresh_process.py --threads 1
+
+``--threads 1`` caps each process at one BLAS, OpenMP and TensorFlow thread. On
+a shared machine it keeps sklearn's many small multi-threaded BLAS and k-means
+calls from stalling when other processes hold the cores (see
+benchmarks/README.md), which makes the default-thread times noisy.
 
 ``--phases`` instead times the first fits of one fresh process step by step
 (imports, k-means, trace, first call, second call; see `PHASES_SCRIPT`), with
@@ -168,9 +174,19 @@ PHASES_SCRIPT = textwrap.dedent(
 )
 
 
+_THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+)
+_CHILD_ENV = {}
+
+
 def _run_child(script):
     """Run `script` in a fresh interpreter; its JSON line and the wall time."""
-    env = dict(os.environ)
+    env = {**os.environ, **_CHILD_ENV}
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p
     )
@@ -290,8 +306,17 @@ def main(argv=None):
         action="store_true",
         help="time the phases of the first fits instead of the searches",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="cap BLAS, OpenMP and TensorFlow threads per process (default: "
+        "the libraries' own defaults)",
+    )
     parser.add_argument("--output", help="also write the report to this file")
     args = parser.parse_args(argv)
+    if args.threads:
+        # Children and their loky workers inherit these.
+        _CHILD_ENV.update(dict.fromkeys(_THREAD_VARIABLES, str(args.threads)))
     header = _header(argv)
     lines = phases_table(args.repeats) if args.phases else search_table(args.repeats)
     report = "\n".join(header + lines)

@@ -157,7 +157,10 @@ def startup_lines_dropped():
             _flush_python_stderr()
             os.dup2(saved_fd, 2)
             capture.seek(0)
-            _write_all(2, _without_startup_lines(capture.read()))
+            kept = _without_startup_lines(capture.read())
+            # A failed write must not hide an exception raised in the block.
+            with contextlib.suppress(OSError):
+                _write_all(2, kept)
 
 
 def import_tensorflow():

@@ -24,6 +24,8 @@ import numpy as np  # noqa: E402
 from skbayesmix import VariationalGaussianMixture  # noqa: E402
 from skbayesmix.plotting import plot_density  # noqa: E402
 
+# %%
+# The tutorial's data and model.
 rng = np.random.RandomState(12345)
 centres = np.array([[2.0, 0.0], [-2.0, -4.0], [-2.0, 4.0]])
 X = np.vstack([rng.randn(1024, 2) + c for c in centres])
@@ -44,8 +46,12 @@ print("weights:", model.weights_[order])
 print("means:\n", model.means_[order])
 print("variances:\n", model.covariances_[order])
 
+# %%
+# The posterior predictive density on the tutorial's grid. Its contours are
+# spaced evenly in log density over four decades, so the tails show as well.
 ax = plot_density(model, X, bounds=(-6, 6, -6, 6), n_points=100)
-ax.set_title("VariationalGaussianMixture: posterior predictive density")
+ax.set_aspect("equal")
+ax.set_title("Posterior predictive density, K = 3 diagonal components")
 out = Path(
     sys.argv[1]
     if len(sys.argv) > 1

@@ -111,7 +111,8 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
       density, from draws of the parameters under the variational posterior.
     - The 'diag' and 'spherical' precisions have Gamma posteriors, and 'tied' has
       one Wishart shared by all components, so every update is exact coordinate
-      ascent and the ELBO never decreases. scikit-learn approximates these.
+      ascent and the ELBO does not decrease (up to round-off). scikit-learn
+      approximates these.
     - float32 input is fitted and predicted in float32.
 
     Parameters
@@ -233,8 +234,11 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         (in nats, summed over samples).
 
     lower_bounds_ : list of float
-        The lower bound after each iteration of the best fit. It never
-        decreases.
+        The lower bound after each iteration of the best fit. Each iteration is
+        an exact coordinate-ascent step, so the sequence is non-decreasing up to
+        floating-point round-off: once it has converged, for example when run
+        on with ``tol=0``, successive values can also fall, by round-off of
+        relative size about 1e-8 or less.
 
     weight_concentration_prior_ : float
         The Dirichlet concentration prior actually used.
@@ -272,17 +276,48 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
     sklearn.mixture.BayesianGaussianMixture : The scikit-learn estimator this
         class replaces.
 
+    References
+    ----------
+    .. [1] Bishop, C. M. (2006). Pattern Recognition and Machine Learning,
+       chapter 10: Approximate Inference. Springer. The variational mixture of
+       Gaussians and its coordinate-ascent updates.
+
+    .. [2] Blei, D. M. and Jordan, M. I. (2006). Variational inference for
+       Dirichlet process mixtures. Bayesian Analysis, 1(1), 121-143. The
+       truncated stick-breaking prior.
+
+    .. [3] Hoffman, M. D., Blei, D. M., Wang, C. and Paisley, J. (2013).
+       Stochastic variational inference. Journal of Machine Learning Research,
+       14, 1303-1347. Coordinate ascent as a natural-gradient step, and the
+       online (minibatch) fit built on it.
+
     Examples
     --------
+    Three clusters, found with their sizes and centres:
+
     >>> import numpy as np
     >>> from skbayesmix import VariationalGaussianMixture
-    >>> X = np.array([[1, 2], [1, 4], [1, 0], [4, 2], [12, 4], [10, 7]])
-    >>> vgm = VariationalGaussianMixture(n_components=2, random_state=42).fit(X)
-    >>> vgm.means_.round(1)
-    array([[ 2.5,  2.3],
-           [10.6,  5.3]])
-    >>> vgm.predict([[0, 0], [9, 3]])
-    array([0, 1])
+    >>> rng = np.random.RandomState(0)
+    >>> X = np.vstack([rng.randn(200, 2) + c for c in [(2, 0), (-2, -4), (-2, 4)]])
+    >>> vgm = VariationalGaussianMixture(n_components=3, random_state=0).fit(X)
+    >>> vgm.converged_
+    True
+    >>> order = np.argsort(vgm.means_[:, 1])
+    >>> vgm.means_[order].round().astype(int)
+    array([[-2, -4],
+           [ 2,  0],
+           [-2,  4]])
+    >>> vgm.weights_[order].round(1)
+    array([0.3, 0.3, 0.3])
+
+    Each centre is assigned to its own component. `score_samples` is the log
+    predictive density: about 1 / 3 of a unit Gaussian's peak, 1 / (2 pi), at a
+    centre, and nil far away:
+
+    >>> bool((vgm.predict(vgm.means_) == np.arange(3)).all())
+    True
+    >>> np.exp(vgm.score_samples([[2, 0], [20, 20]])).round(2)
+    array([0.05, 0.  ])
     """
 
     _parameter_constraints: dict = {

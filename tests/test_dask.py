@@ -309,6 +309,12 @@ def test_fit_rejects_non_finite_chunk(client, value, message):
         estimator.predict(X)
 
 
+def test_fit_rejects_complex_chunk(client):
+    X = _blobs().astype(complex)
+    with pytest.raises(ValueError, match="Complex data not supported"):
+        VariationalGaussianMixture(n_components=2).fit(da.from_array(X, chunks=60))
+
+
 def test_fit_rejects_wrong_number_of_dimensions(client):
     estimator = VariationalGaussianMixture(n_components=2)
     with pytest.raises(ValueError, match="Expected 2D array, got 1D array"):

@@ -1,6 +1,7 @@
 """The VariationalGaussianMixture estimator: parameters, validation, fit loop."""
 
 import functools
+import sys
 import warnings
 from numbers import Integral, Real
 from time import time
@@ -29,6 +30,15 @@ from skbayesmix._state import COVARIANCE_STRUCTURES, Posterior, Prior
 
 # Prediction works through X in chunks of this many (sample, component) pairs.
 _PREDICT_CHUNK_ELEMENTS = 2**16
+
+
+def _is_dask_array(X):
+    """Whether X is a dask array, found without importing dask.
+
+    If dask.array was never imported, X cannot be one of its arrays.
+    """
+    dask_array = sys.modules.get("dask.array")
+    return dask_array is not None and isinstance(X, dask_array.Array)
 
 
 def _check_shape(param, param_shape, name):
@@ -66,14 +76,39 @@ def _empirical_covariance(X, sample_weight, structure):
     """
     X = np.asarray(X, dtype=np.float64)
     weights = np.ones(X.shape[0]) if sample_weight is None else sample_weight
-    total = np.sum(weights)
     centred = X - np.average(X, axis=0, weights=weights)
+    scatter = _weighted_scatter(centred, weights, structure.scale_inverse_rank == 2)
+    return _covariance_from_scatter(scatter, np.sum(weights), structure)
+
+
+def _weighted_scatter(centred, weights, full):
+    """sum_n w_n c_n c_n^T (full) or its diagonal, of rows already centred.
+
+    Scatters of disjoint sets of rows add up, which lets the Dask driver reduce
+    them chunk by chunk.
+
+    Returns
+    -------
+    scatter : ndarray of shape (n_features, n_features) if full else (n_features,)
+    """
     weighted = centred * weights[:, None]
-    denominator = total - 1.0 if total > 1.0 else total
-    if structure.scale_inverse_rank == 2:
-        return weighted.T @ centred / denominator
-    variances = np.sum(weighted * centred, axis=0) / denominator
-    return variances if structure.scale_inverse_rank == 1 else variances.mean()
+    if full:
+        return weighted.T @ centred
+    return np.sum(weighted * centred, axis=0)
+
+
+def _covariance_from_scatter(scatter, total_weight, structure):
+    """The weighted sample covariance from a scatter, in the structure's shape.
+
+    Returns
+    -------
+    covariance : ndarray of shape `structure.prior_scale_shape(n_features)`
+    """
+    denominator = total_weight - 1.0 if total_weight > 1.0 else total_weight
+    covariance = scatter / denominator
+    if structure.scale_inverse_rank == 0:
+        return covariance.mean()
+    return covariance
 
 
 def _dirichlet_process_weights(concentration_a, concentration_b):
@@ -398,11 +433,13 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
     def _structure(self):
         return COVARIANCE_STRUCTURES[self.covariance_type]
 
-    def _check_parameters(self, X, sample_weight):
+    def _check_parameters(self, X, sample_weight, data_mean=None):
         """Set the `*_prior_` attributes from the parameters and the data.
 
         `covariance_prior_` is left None when it defaults from the data; see
-        `_standardised_prior`.
+        `_standardised_prior`. `data_mean`, the weighted mean of X, is given when
+        it was reduced elsewhere (the Dask driver); X then only lends its shape
+        and dtype.
         """
         n_features = X.shape[1]
         self.weight_concentration_prior_ = (
@@ -414,9 +451,9 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             1.0 if self.mean_precision_prior is None else self.mean_precision_prior
         )
         if self.mean_prior is None:
-            self.mean_prior_ = np.average(X, axis=0, weights=sample_weight).astype(
-                X.dtype
-            )
+            if data_mean is None:
+                data_mean = np.average(X, axis=0, weights=sample_weight)
+            self.mean_prior_ = np.asarray(data_mean).astype(X.dtype)
         else:
             self.mean_prior_ = check_array(
                 self.mean_prior, dtype=[np.float64, np.float32], ensure_2d=False
@@ -462,17 +499,25 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
                     self.covariance_prior_, self.covariance_type
                 )
 
-    def _standardised_prior(self, Xs, sample_weight, standardisation):
+    def _standardised_prior(
+        self, Xs, sample_weight, standardisation, scaled_covariance=None
+    ):
         """The prior in the backend's standardised units, as a float64 Prior.
 
         Also sets the default `covariance_prior_` in data units: the weighted
         empirical covariance, with weights counting as repetitions.
+        `scaled_covariance`, that covariance of Xs, is given when it was reduced
+        elsewhere (the Dask driver); Xs then only lends its shape and dtype.
         """
         n_features = Xs.shape[1]
         structure = self._structure
         if self.covariance_prior_ is None:
             # Computed on the standardised data, where it cannot overflow.
-            scaled_cov = _empirical_covariance(Xs, sample_weight, structure)
+            scaled_cov = (
+                _empirical_covariance(Xs, sample_weight, structure)
+                if scaled_covariance is None
+                else scaled_covariance
+            )
             with np.errstate(over="ignore"):
                 self.covariance_prior_ = standardisation.scale_matrix_from(
                     scaled_cov
@@ -666,6 +711,11 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         self : object
             The fitted mixture.
         """
+        if _is_dask_array(X):
+            from skbayesmix import _dask
+
+            _dask.fit(self, X, sample_weight)
+            return self
         self._fit(X, sample_weight)
         return self
 
@@ -692,6 +742,11 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         labels : ndarray of shape (n_samples,)
             Component labels.
         """
+        if _is_dask_array(X):
+            from skbayesmix import _dask
+
+            _dask.fit(self, X, sample_weight)
+            return _dask.predict(self, X, "predict")
         return self._predict_validated(self._fit(X, sample_weight))
 
     def _fit(self, X, sample_weight):
@@ -898,6 +953,10 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         log_prob : ndarray of shape (n_samples,)
             Log density of each sample in `X` under the posterior predictive.
         """
+        if _is_dask_array(X):
+            from skbayesmix import _dask
+
+            return _dask.predict(self, X, "score_samples")
         X = self._validate_predict_data(X)
         log_prob = np.empty(X.shape[0], dtype=np.result_type(X, self.means_))
         for rows, weighted_log_prob in self._weighted_log_prob_chunks(X):
@@ -977,6 +1036,10 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         log_likelihood : float
             The (weighted) mean of `score_samples(X)`.
         """
+        if _is_dask_array(X):
+            from skbayesmix import _dask
+
+            return _dask.score(self, X, sample_weight)
         log_prob = self.score_samples(X)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(
@@ -997,6 +1060,10 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         labels : ndarray of shape (n_samples,)
             Component labels.
         """
+        if _is_dask_array(X):
+            from skbayesmix import _dask
+
+            return _dask.predict(self, X, "predict")
         return self._predict_validated(self._validate_predict_data(X))
 
     def predict_proba(self, X):
@@ -1012,6 +1079,10 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         resp : ndarray of shape (n_samples, n_components)
             p(z = k | x, data) under the posterior predictive; rows sum to 1.
         """
+        if _is_dask_array(X):
+            from skbayesmix import _dask
+
+            return _dask.predict(self, X, "predict_proba")
         X = self._validate_predict_data(X)
         resp = np.empty(
             (X.shape[0], self.n_components), dtype=np.result_type(X, self.means_)

@@ -12,7 +12,13 @@ Modules: `_maths` (moments, KLs, update, ELBO), `_statistics` (the one E-step
 and the statistics of a chunk of rows), `_loop` (compiled functions).
 """
 
-from skbayesmix._tfp_backend._loop import (
+from skbayesmix._tf_quiet import import_tensorflow
+
+# Imported first, without TF's start-up lines on stderr (see _tf_quiet); the
+# modules below then find TensorFlow already loaded. The environment is left alone.
+import_tensorflow()
+
+from skbayesmix._tfp_backend._loop import (  # noqa: E402
     chunk_statistics,
     compiled,
     fit_variational_posterior,

@@ -145,10 +145,8 @@ PHASES_SCRIPT = textwrap.dedent(
     mark("second k-means")
 
     # The README search's structure (full, Dirichlet process, float64), by hand.
-    fn = backend._compiled_coordinate_ascent(
-        "full", "dirichlet_process", np.float64, outer_products=True
-    )
-    concrete = fn.get_concrete_function(*fn.input_signature)
+    fn = backend.compiled("loop", "full", "dirichlet_process", np.float64)
+    concrete = fn.get_concrete_function()
     mark("trace full/DP: Python -> graph")
     resp = np.eye(3)[rng.randint(3, size=len(X))]
     args = [X, np.ones(len(X)), resp, X.mean(0), np.cov(X.T),

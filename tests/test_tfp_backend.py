@@ -493,3 +493,23 @@ def test_float32_statistics_use_float64_where_rounding_would_show(monkeypatch):
     monkeypatch.setattr(_loop, "_COMPILED", {})
     forced = statistics(np.float32)
     assert abs(forced.resp_entropy - want.resp_entropy) > 10.0
+
+
+def test_closed_form_kls_match_tfp():
+    rng = np.random.RandomState(0)
+    a_q, b_q, a_p, b_p = (rng.uniform(0.2, 5.0, size=4) for _ in range(4))
+    np.testing.assert_allclose(
+        _maths.beta_kl(a_q, b_q, a_p, b_p).numpy(),
+        tfd.kl_divergence(tfd.Beta(a_q, b_q), tfd.Beta(a_p, b_p)).numpy(),
+        rtol=1e-10,
+    )
+    np.testing.assert_allclose(
+        _maths.gamma_kl(a_q, b_q, a_p, b_p).numpy(),
+        tfd.kl_divergence(tfd.Gamma(a_q, b_q), tfd.Gamma(a_p, b_p)).numpy(),
+        rtol=1e-10,
+    )
+    np.testing.assert_allclose(
+        _maths.dirichlet_kl(a_q, a_p).numpy(),
+        tfd.kl_divergence(tfd.Dirichlet(a_q), tfd.Dirichlet(a_p)).numpy(),
+        rtol=1e-10,
+    )

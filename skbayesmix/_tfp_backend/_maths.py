@@ -137,13 +137,13 @@ def expected_log_weights(concentration_a, concentration_b, weight_type):
     )
 
 
-def precision_gamma(degrees_of_freedom, scale_inverse, n_features, structure):
-    """q(lambda) or p(lambda) for 'diag' and 'spherical' as a TFP Gamma.
+def gamma_parameters(degrees_of_freedom, scale_inverse, n_features, structure):
+    """(shape, rate) of q(lambda) or p(lambda) for 'diag' and 'spherical'.
 
-    The (shape, rate) parametrisation keeps sklearn's conventions: E[lambda] =
-    nu / Psi, so covariances_ = Psi / nu is the inverse expected precision, and the
-    updates nu += N_k, Psi += scatter are sklearn's. A spherical precision sees D
-    squared deviations per point, hence its shape D nu / 2 and rate D Psi / 2.
+    The parametrisation keeps sklearn's conventions: E[lambda] = nu / Psi, so
+    covariances_ = Psi / nu is the inverse expected precision, and the updates
+    nu += N_k, Psi += scatter are sklearn's. A spherical precision sees D squared
+    deviations per point, hence its shape D nu / 2 and rate D Psi / 2.
 
     Parameters
     ----------
@@ -152,16 +152,28 @@ def precision_gamma(degrees_of_freedom, scale_inverse, n_features, structure):
             (n_components,) for 'spherical'
     n_features : scalar Tensor
     structure : CovarianceStructure
+
+    Returns
+    -------
+    concentration, rate : Tensor of the shape of `scale_inverse`
     """
     if structure.scale_inverse_rank == 1:
         degrees_of_freedom = degrees_of_freedom[..., None]
         observations = 1.0
     else:
         observations = tf.cast(n_features, scale_inverse.dtype)
-    return tfd.Gamma(
-        concentration=0.5 * observations * degrees_of_freedom,
-        rate=0.5 * observations * scale_inverse,
+    return (
+        0.5 * observations * degrees_of_freedom,
+        0.5 * observations * scale_inverse,
     )
+
+
+def precision_gamma(degrees_of_freedom, scale_inverse, n_features, structure):
+    """q(lambda) or p(lambda) for 'diag' and 'spherical' as a TFP Gamma."""
+    concentration, rate = gamma_parameters(
+        degrees_of_freedom, scale_inverse, n_features, structure
+    )
+    return tfd.Gamma(concentration=concentration, rate=rate)
 
 
 def wishart(degrees_of_freedom, scale_inverse_chol):
@@ -262,9 +274,11 @@ def _wishart_moments(degrees_of_freedom, scale_inverse, n_features):
 
 
 def _gamma_moments(degrees_of_freedom, scale_inverse, n_features, structure):
-    gamma = precision_gamma(degrees_of_freedom, scale_inverse, n_features, structure)
-    expected_log = tf.math.digamma(gamma.concentration) - tf.math.log(gamma.rate)
-    expected_precision = gamma.mean()  # [k, d] or [k]
+    concentration, rate = gamma_parameters(
+        degrees_of_freedom, scale_inverse, n_features, structure
+    )
+    expected_log = tf.math.digamma(concentration) - tf.math.log(rate)
+    expected_precision = concentration / rate  # [k, d] or [k]
     if structure.scale_inverse_rank == 1:
         return PrecisionMoments(
             tf.reduce_sum(expected_log, axis=-1),
@@ -434,18 +448,72 @@ def expected_log_likelihood(statistics, posterior, moments, reg_covar, structure
     return 0.5 * tf.reduce_sum(counts * per_count) - 0.5 * quadratic
 
 
-def weights_kl(posterior, alpha0, weight_type):
-    """KL(q(pi) || p(pi)), with TFP's Dirichlet or Beta KL."""
-    concentration_a = posterior.concentration_a
-    if weight_type == "dirichlet_process":
-        q = tfd.Beta(concentration_a, posterior.concentration_b)
-        p = tfd.Beta(
-            tf.ones_like(concentration_a), alpha0 * tf.ones_like(concentration_a)
+# The Beta, Dirichlet and Gamma KLs are written here in closed form rather than
+# taken from tfd.kl_divergence: TFP's versions build several times more graph,
+# and the first one in a process costs about 0.35 s of lazy loading, which every
+# fresh process and every parallel worker would pay. They are tested against
+# TFP's in test_tfp_backend.py.
+
+
+def beta_kl(a_q, b_q, a_p, b_p):
+    """KL(Beta(a_q, b_q) || Beta(a_p, b_p)), elementwise.
+
+    KL = log B(a_p, b_p) - log B(a_q, b_q) + (a_q - a_p) psi(a_q)
+         + (b_q - b_p) psi(b_q) + (a_p - a_q + b_p - b_q) psi(a_q + b_q)
+    """
+    return (
+        tf.math.lbeta(tf.stack([a_p, b_p], axis=-1))
+        - tf.math.lbeta(tf.stack([a_q, b_q], axis=-1))
+        + (a_q - a_p) * tf.math.digamma(a_q)
+        + (b_q - b_p) * tf.math.digamma(b_q)
+        + (a_p - a_q + b_p - b_q) * tf.math.digamma(a_q + b_q)
+    )
+
+
+def dirichlet_kl(concentration_q, concentration_p):
+    """KL(Dirichlet(a_q) || Dirichlet(a_p)) over the last axis.
+
+    KL = log Gamma(sum a_q) - sum log Gamma(a_q) - log Gamma(sum a_p)
+         + sum log Gamma(a_p) + sum (a_q - a_p) (psi(a_q) - psi(sum a_q))
+    """
+    total_q = tf.reduce_sum(concentration_q, axis=-1)
+    return (
+        tf.math.lgamma(total_q)
+        - tf.reduce_sum(tf.math.lgamma(concentration_q), axis=-1)
+        - tf.math.lgamma(tf.reduce_sum(concentration_p, axis=-1))
+        + tf.reduce_sum(tf.math.lgamma(concentration_p), axis=-1)
+        + tf.reduce_sum(
+            (concentration_q - concentration_p)
+            * (tf.math.digamma(concentration_q) - tf.math.digamma(total_q)[..., None]),
+            axis=-1,
         )
-        return tf.reduce_sum(tfd.kl_divergence(q, p))
-    q = tfd.Dirichlet(concentration_a)
-    p = tfd.Dirichlet(alpha0 * tf.ones_like(concentration_a))
-    return tfd.kl_divergence(q, p)
+    )
+
+
+def gamma_kl(concentration_q, rate_q, concentration_p, rate_p):
+    """KL(Gamma(a_q, rate b_q) || Gamma(a_p, rate b_p)), elementwise.
+
+    KL = (a_q - a_p) psi(a_q) - log Gamma(a_q) + log Gamma(a_p)
+         + a_p (log b_q - log b_p) + a_q (b_p - b_q) / b_q
+    """
+    return (
+        (concentration_q - concentration_p) * tf.math.digamma(concentration_q)
+        - tf.math.lgamma(concentration_q)
+        + tf.math.lgamma(concentration_p)
+        + concentration_p * (tf.math.log(rate_q) - tf.math.log(rate_p))
+        + concentration_q * (rate_p - rate_q) / rate_q
+    )
+
+
+def weights_kl(posterior, alpha0, weight_type):
+    """KL(q(pi) || p(pi)): K Beta sticks, or one Dirichlet."""
+    concentration_a = posterior.concentration_a
+    ones = tf.ones_like(concentration_a)
+    if weight_type == "dirichlet_process":
+        return tf.reduce_sum(
+            beta_kl(concentration_a, posterior.concentration_b, ones, alpha0 * ones)
+        )
+    return dirichlet_kl(concentration_a, alpha0 * ones)
 
 
 def components_kl(posterior, moments, prior, structure):
@@ -496,13 +564,12 @@ def components_kl(posterior, moments, prior, structure):
         p_mean = tfd.MultivariateNormalDiag(
             mean0[None, :], tf.math.rsqrt(beta0 * expected_precision)
         )
-        q_precision = precision_gamma(
-            nu, posterior.scale_inverse, n_features, structure
+        precision_kl = gamma_kl(
+            *gamma_parameters(nu, posterior.scale_inverse, n_features, structure),
+            *gamma_parameters(
+                prior.degrees_of_freedom, prior.scale_inverse, n_features, structure
+            ),
         )
-        p_precision = precision_gamma(
-            prior.degrees_of_freedom, prior.scale_inverse, n_features, structure
-        )
-        precision_kl = tfd.kl_divergence(q_precision, p_precision)
     return tf.reduce_sum(tfd.kl_divergence(q_mean, p_mean)) + tf.reduce_sum(
         precision_kl
     )

@@ -799,7 +799,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
                 resp = self._initial_resp(Xs, sample_weight, random_state)
                 posterior_init, lower_bound_init = None, -np.inf
             else:
-                resp = np.zeros((X.shape[0], self.n_components), X.dtype)
+                resp = np.zeros((0, self.n_components), X.dtype)
                 posterior_init = standardisation.posterior_to(self._fitted_posterior())
                 lower_bound_init = self.lower_bound_ - log_jacobian
             result = self._run_loop(fit_segment, resp, posterior_init, lower_bound_init)

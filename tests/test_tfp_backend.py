@@ -513,3 +513,24 @@ def test_closed_form_kls_match_tfp():
         tfd.kl_divergence(tfd.Dirichlet(a_q), tfd.Dirichlet(a_p)).numpy(),
         rtol=1e-10,
     )
+
+
+def test_warm_and_cold_starts_share_one_trace():
+    rng = np.random.RandomState(0)
+    X = blobs(rng, n_per_blob=20)
+    resp = rng.dirichlet(np.ones(3), size=X.shape[0])
+    prior = _default_prior(X, "spherical", 3)
+    kwargs = dict(reg_covar=1e-6, tol=1e-3, **_kwargs("spherical"))
+    cold = backend.fit_variational_posterior(X, resp, prior, max_iter=5, **kwargs)
+    warm = backend.fit_variational_posterior(
+        X,
+        resp[:0],
+        prior,
+        max_iter=5,
+        posterior_init=cold["posterior"],
+        lower_bound_init=cold["lower_bounds"][-1],
+        **kwargs,
+    )
+    assert warm["lower_bounds"][0] >= cold["lower_bounds"][-1] - 1e-9
+    loop = backend.compiled("loop", "spherical", "dirichlet_process")
+    assert loop.experimental_get_tracing_count() == 1

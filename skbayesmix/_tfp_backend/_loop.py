@@ -25,17 +25,18 @@ def _coordinate_ascent(
     prior_scale_inverse,
     settings,
     max_iter,
-    posterior_init=None,
+    posterior_init,
     *,
     structure,
     weight_type,
 ):
     """Run CAVI until the ELBO changes by less than `tol`, all in one graph.
 
-    It starts from `posterior_init` (a warm start) or, when that is None, from the
-    closed-form posterior of `resp_init`. `settings` packs (weight_concentration,
-    mean_precision, degrees_of_freedom) of the prior with reg_covar, tol and
-    lower_bound_init.
+    It starts from `posterior_init` (a warm start) when `settings`' warm flag is
+    set, else from the closed-form posterior of `resp_init`. `settings` packs
+    (weight_concentration, mean_precision, degrees_of_freedom) of the prior with
+    reg_covar, tol, lower_bound_init and the warm flag. Both starts share one
+    trace: a second trace cost as much as the first again.
 
     Each iteration is: E-step and statistics of q(z) from q(theta)
     (`expected_statistics`), closed-form q(theta) (`update_posterior`), ELBO at
@@ -44,18 +45,24 @@ def _coordinate_ascent(
     """
     # Each tf.function argument costs a conversion and a signature check per call
     # (~0.05 ms); small fits feel that, so the scalars travel as one vector.
-    alpha0, beta0, nu0, reg_covar, tol, lower_bound_init = tf.unstack(settings)
+    alpha0, beta0, nu0, reg_covar, tol, lower_bound_init, warm = tf.unstack(settings)
     prior = Prior(alpha0, beta0, prior_mean, nu0, prior_scale_inverse)
-    if posterior_init is None:
-        posterior = update_posterior(
+
+    def cold_start():
+        return update_posterior(
             responsibility_statistics(X, sample_weight, resp_init, structure),
             prior,
             reg_covar,
             structure,
             weight_type,
         )
-    else:
-        posterior = Posterior(*posterior_init)
+
+    def warm_start():
+        return _unpack_posterior(
+            posterior_init, tf.shape(resp_init)[1], tf.shape(prior_mean)[0], structure
+        )
+
+    posterior = Posterior(*tf.cond(warm > 0.0, warm_start, cold_start))
     lower_bounds = tf.TensorArray(tf.float64, size=0, dynamic_size=True)
 
     # The moments of q(theta) feed both the ELBO of one iteration and the E-step of
@@ -109,6 +116,46 @@ def _coordinate_ascent(
     return posterior, lower_bounds.stack(), n_iter, converged
 
 
+def _unpack_posterior(flat, n_components, n_features, structure):
+    """The Posterior packed by `_pack_posterior`, from its dimensions.
+
+    Returns
+    -------
+    posterior : Posterior
+    """
+    n_factors = 1 if structure.shared else n_components
+    feature_shape = tf.fill([structure.scale_inverse_rank], n_features)
+    psi_shape = tf.concat([[n_factors], feature_shape], 0)
+    sizes = tf.stack(
+        [
+            n_components,
+            n_components,
+            n_components,
+            n_components * n_features,
+            n_factors,
+            tf.reduce_prod(psi_shape),
+        ]
+    )
+    a, b, beta, means, nu, psi = tf.split(flat, sizes, num=6)
+    return Posterior(
+        a,
+        b,
+        beta,
+        tf.reshape(means, [n_components, n_features]),
+        nu,
+        tf.reshape(psi, psi_shape),
+    )
+
+
+def _pack_posterior(posterior):
+    """A Posterior as one float64 vector: one loop input instead of six.
+
+    Each input of a compiled function costs a conversion and a type check per
+    call, which small fits feel.
+    """
+    return np.concatenate([np.ravel(np.asarray(p, np.float64)) for p in posterior])
+
+
 # --------------------------------------------------------------------------------
 # Signatures: every dimension None, so one trace serves every shape
 # --------------------------------------------------------------------------------
@@ -156,17 +203,15 @@ def _data_spec(dtype):
 _SCALAR = tf.TensorSpec([], tf.float64)
 
 
-def _loop_signature(structure, dtype, warm_start):
-    signature = _data_spec(dtype) + [
+def _loop_signature(structure, dtype):
+    return _data_spec(dtype) + [
         tf.TensorSpec([None, None], tf.as_dtype(dtype)),  # resp_init
         tf.TensorSpec([None], tf.float64),  # prior_mean
         tf.TensorSpec([None] * structure.scale_inverse_rank, tf.float64),
-        tf.TensorSpec([6], tf.float64),  # settings
+        tf.TensorSpec([7], tf.float64),  # settings
         tf.TensorSpec([], tf.int32),  # max_iter
+        tf.TensorSpec([None], tf.float64),  # posterior_init, packed
     ]
-    if warm_start:
-        signature.append(_posterior_spec(structure))
-    return signature
 
 
 def _chunk_statistics(
@@ -196,14 +241,7 @@ def _initial_statistics(X, sample_weight, resp, *, structure, weight_type):
 # Each entry: the graph-building function and its signature for a structure and
 # dtype. All steps are built from the same functions as the loop.
 _STEPS = {
-    "loop": (
-        _coordinate_ascent,
-        lambda structure, dtype: _loop_signature(structure, dtype, False),
-    ),
-    "warm_loop": (
-        _coordinate_ascent,
-        lambda structure, dtype: _loop_signature(structure, dtype, True),
-    ),
+    "loop": (_coordinate_ascent, _loop_signature),
     "chunk_statistics": (
         _chunk_statistics,
         lambda structure, dtype: (
@@ -247,7 +285,7 @@ def compiled(step, covariance_type, weight_type, dtype=np.float64):
 
     Parameters
     ----------
-    step : {'loop', 'warm_loop', 'chunk_statistics', 'initial_statistics', \
+    step : {'loop', 'chunk_statistics', 'initial_statistics', \
             'update', 'lower_bound'}
     covariance_type : {'full', 'tied', 'diag', 'spherical'}
     weight_type : {'dirichlet_process', 'dirichlet_distribution'}
@@ -330,12 +368,7 @@ def fit_variational_posterior(
     """
     dtype = X.dtype
     warm_start = posterior_init is not None
-    fit = compiled(
-        "warm_loop" if warm_start else "loop",
-        covariance_type,
-        weight_concentration_prior_type,
-        dtype,
-    )
+    fit = compiled("loop", covariance_type, weight_concentration_prior_type, dtype)
     settings = np.array(
         [
             prior.weight_concentration,
@@ -344,6 +377,7 @@ def fit_variational_posterior(
             reg_covar,
             tol,
             lower_bound_init,
+            float(warm_start),
         ],
         dtype=np.float64,
     )
@@ -356,8 +390,8 @@ def fit_variational_posterior(
         settings,
         np.int32(min(max_iter, np.iinfo(np.int32).max)),
     ]
-    if warm_start:
-        args.append(_float64(posterior_init))
+    # A cold start passes an empty posterior; the graph never reads it.
+    args.append(_pack_posterior(posterior_init) if warm_start else np.zeros(0))
     posterior, lower_bounds, n_iter, converged = fit(*args)
     return {
         "posterior": _numpy(Posterior(*posterior)),

@@ -169,7 +169,7 @@ def read_rows(X, rows, dtype, validate=False):
     if isinstance(X, np.memmap):
         _release_mapped_pages(X)
     if validate:
-        block = check_array(block, dtype=[np.float64, np.float32])
+        block = check_array(block, dtype=[np.float64, np.float32], input_name="X")
     return block
 
 

@@ -823,8 +823,13 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
                 "Check the data for extreme values, or increase reg_covar."
             )
 
-    def _store_convergence(self, converged, n_iter, lower_bound, lower_bounds):
-        """Set converged_, n_iter_ and the bounds; warn as scikit-learn does."""
+    def _store_convergence(
+        self, converged, n_iter, lower_bound, lower_bounds, stacklevel=4
+    ):
+        """Set converged_, n_iter_ and the bounds; warn as scikit-learn does.
+
+        `stacklevel` points the warning at the caller of `fit`.
+        """
         self.converged_ = converged
         self.n_iter_ = n_iter
         self.lower_bound_ = float(lower_bound)
@@ -835,7 +840,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
                 "Try different init parameters, or increase max_iter, "
                 "tol, or check for degenerate data.",
                 ConvergenceWarning,
-                stacklevel=4,
+                stacklevel=stacklevel,
             )
 
     def _run_loop(self, fit_segment, resp, posterior_init, lower_bound_init):
@@ -1079,7 +1084,11 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         state = result["state"]
         self._set_posterior(state.posterior, standardisation, dtype.type)
         self._store_convergence(
-            result["converged"], result["n_iter"], lower_bound, lower_bounds
+            result["converged"],
+            result["n_iter"],
+            lower_bound,
+            lower_bounds,
+            stacklevel=5,
         )
         self.n_batch_iter_ = state.n_batch_iter
         self._online_standardisation = standardisation

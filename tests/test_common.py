@@ -9,7 +9,10 @@ from skbayesmix import VariationalGaussianMixture
 COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
 WEIGHT_PRIOR_TYPES = ["dirichlet_process", "dirichlet_distribution"]
 
-ESTIMATORS = [VariationalGaussianMixture()] + [
+ESTIMATORS = [
+    VariationalGaussianMixture(),
+    VariationalGaussianMixture(learning_method="online"),
+] + [
     VariationalGaussianMixture(
         covariance_type=covariance_type,
         weight_concentration_prior_type=weight_prior_type,

@@ -54,6 +54,9 @@ __all__ = [
 # small part of the resident memory.
 _BLOCK_BYTES = 64 * 2**20
 
+# Rows per piece of the moments pass: its float64 temporaries fit in cache.
+_REDUCE_ROWS = 2**14
+
 
 class OnlineSettings(NamedTuple):
     """What the SVI steps need besides the data, all in standardised units.
@@ -198,39 +201,41 @@ def data_moments(X, sample_weight, scatter_rank, dtype, validate):
     n_samples, n_features = X.shape
     total, n_positive, scale = 0.0, 0, 0.0
     mean = np.zeros(n_features)
-    scatter_shape = (n_features,) * max(scatter_rank, 1)
-    scatter = np.zeros(scatter_shape if scatter_rank == 2 else (n_features,))
+    scatter = np.zeros((n_features,) * max(scatter_rank, 1))
     for rows in minibatch_slices(n_samples, block_rows(X, 1)):
         block = read_rows(X, rows, dtype, validate)
-        weights = _weights(sample_weight, rows, block.shape[0])
-        positive = weights > 0
-        if not np.any(positive):
-            continue
-        block, weights = block[positive], weights[positive]
-        block_max = float(np.max(np.abs(block)))
-        if block_max > scale:
-            # Rescale the running sums to the new unit.
-            ratio = scale / block_max
-            mean *= ratio
-            scatter *= ratio * ratio
-            scale = block_max
-        scaled = block.astype(np.float64) / (scale if scale > 0 else 1.0)
-        block_total = float(np.sum(weights))
-        block_mean = weights @ scaled / block_total
-        centred = scaled - block_mean
-        weighted = centred * weights[:, None]
-        if scatter_rank == 2:
-            block_scatter = weighted.T @ centred
-        else:
-            block_scatter = np.sum(weighted * centred, axis=0)
-        delta = block_mean - mean
-        merged = total + block_total
-        correction = total * block_total / merged
-        scatter += block_scatter + correction * (
-            np.outer(delta, delta) if scatter_rank == 2 else delta * delta
-        )
-        mean += delta * (block_total / merged)
-        total, n_positive = merged, n_positive + int(block.shape[0])
+        block_weights = _weights(sample_weight, rows, block.shape[0])
+        # Reduced in pieces whose float64 temporaries stay in cache.
+        for piece in minibatch_slices(block.shape[0], _REDUCE_ROWS):
+            weights = block_weights[piece]
+            positive = weights > 0
+            if not np.any(positive):
+                continue
+            values, weights = block[piece][positive], weights[positive]
+            piece_max = float(np.max(np.abs(values)))
+            if piece_max > scale:
+                # Rescale the running sums to the new unit.
+                ratio = scale / piece_max
+                mean *= ratio
+                scatter *= ratio * ratio
+                scale = piece_max
+            scaled = values.astype(np.float64) / (scale if scale > 0 else 1.0)
+            piece_total = float(np.sum(weights))
+            piece_mean = weights @ scaled / piece_total
+            centred = scaled - piece_mean
+            weighted = centred * weights[:, None]
+            if scatter_rank == 2:
+                piece_scatter = weighted.T @ centred
+            else:
+                piece_scatter = np.einsum("nd,nd->d", weighted, centred)
+            delta = piece_mean - mean
+            merged = total + piece_total
+            correction = total * piece_total / merged
+            scatter += piece_scatter + correction * (
+                np.outer(delta, delta) if scatter_rank == 2 else delta * delta
+            )
+            mean += delta * (piece_total / merged)
+            total, n_positive = merged, n_positive + int(values.shape[0])
     max_abs = scale if scale > 0 else 1.0
     return DataMoments(total, n_positive, mean * max_abs, max_abs, scatter)
 

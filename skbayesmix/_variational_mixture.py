@@ -32,6 +32,10 @@ from skbayesmix._state import COVARIANCE_STRUCTURES, Posterior, Prior
 # NumPy or NamedTuples of NumPy, so the model pickles without TensorFlow.
 _ONLINE_STATE = ("_online_standardisation", "_online_prior", "_online_statistics")
 
+# Online fits initialise (k-means) on a uniform subsample of this many rows: enough
+# for k-means to place centres as on all rows, at a fraction of a second.
+_ONLINE_INIT_ROWS = 2**15
+
 # Prediction works through X in chunks of this many (sample, component) pairs.
 _PREDICT_CHUNK_ELEMENTS = 2**16
 
@@ -231,13 +235,14 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         tau in rho_t; a larger tau makes the first steps smaller. With 0 the
         first step takes rho = 1, that is, it replaces the initialisation.
 
-    batch_size : int, default=8192
-        Rows per minibatch of the online steps. Each step costs a fixed few
-        tenths of a millisecond in the backend plus time per row; 8192 rows
-        keeps that fixed cost a small part of a step while leaving hundreds of
-        steps per pass over 1e6 rows. `partial_fit` and online `fit` split
-        their X into ceil(n_samples / batch_size) minibatches of nearly equal
-        size.
+    batch_size : int, default=16384
+        Rows per minibatch of the online steps. Each step costs a fixed 1-6 ms
+        (two backend calls, E-step and update, measured on 2 shared cores) plus
+        about 0.2-0.4 us per row for 16 components of 16 features, so 16384
+        rows keep the fixed cost near half of a step or less, while 1e6 rows
+        still give 61 steps per pass (see ``benchmarks/bench_online.py
+        --batch-sizes``). `partial_fit` and online `fit` split their X into
+        ceil(n_samples / batch_size) minibatches of nearly equal size.
 
     total_samples : float, default=1e6
         The total (weight of) samples of the stream, used by `partial_fit` only:
@@ -400,7 +405,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         learning_method="batch",
         learning_decay=0.7,
         learning_offset=10.0,
-        batch_size=8192,
+        batch_size=16384,
         total_samples=1e6,
     ):
         self.n_components = n_components
@@ -968,8 +973,8 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
 
         X is never copied or standardised as a whole: the standardisation and the
         data-dependent priors come from one exact streaming pass over blocks of
-        rows, the initialisation from k-means on a subsample of
-        ``max(3 * batch_size, 20 * n_components)`` rows, and each minibatch is
+        rows, the initialisation from `init_params` on a uniform subsample of
+        ``max(32768, 20 * n_components)`` rows, and each minibatch is
         standardised as it is used.
         """
         from skbayesmix._online import (
@@ -1034,7 +1039,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         do_init = not (self.warm_start and self._fitted_structure_matches(X))
         n_init = self.n_init if do_init else 1
         random_state = check_random_state(self.random_state)
-        init_size = max(3 * settings.batch_size, 20 * self.n_components)
+        init_size = max(_ONLINE_INIT_ROWS, 20 * self.n_components)
         best = None
         for init in range(n_init):
             if self.verbose:

@@ -1,12 +1,17 @@
 """Online variational inference: online fit, partial_fit and memmaps."""
 
+import os
 import pickle
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
 
+import skbayesmix
 from skbayesmix import VariationalGaussianMixture
 from skbayesmix._standardisation import Standardisation
 
@@ -319,3 +324,32 @@ def test_fit_online_warm_start_continues_from_previous_fit():
         model.set_params(max_iter=1).fit(X)
     np.testing.assert_allclose(model.means_, means, atol=0.1)
     assert model.n_iter_ == 1
+
+
+def test_partial_fit_model_unpickles_and_predicts_without_tensorflow():
+    X = _tutorial_data(np.random.RandomState(0))
+    model = VariationalGaussianMixture(n_components=3, random_state=0)
+    model.partial_fit(X)
+    code = textwrap.dedent(
+        """
+        import pickle
+        import sys
+
+        # Any attempt to import TensorFlow now raises ImportError.
+        for name in ["tensorflow", "tensorflow_probability", "tf_keras", "keras"]:
+            sys.modules[name] = None
+        model, X = pickle.loads(sys.stdin.buffer.read())
+        sys.stdout.buffer.write(pickle.dumps(model.score_samples(X)))
+        """
+    )
+    package_root = os.path.dirname(os.path.dirname(skbayesmix.__file__))
+    env = dict(os.environ, PYTHONPATH=package_root)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        input=pickle.dumps((model, X)),
+        capture_output=True,
+        env=env,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    np.testing.assert_array_equal(pickle.loads(result.stdout), model.score_samples(X))

@@ -36,6 +36,12 @@ _ONLINE_STATE = ("_online_standardisation", "_online_prior", "_online_statistics
 # for k-means to place centres as on all rows, at a fraction of a second.
 _ONLINE_INIT_ROWS = 2**15
 
+# On a subsample or one chunk, k-means restarts are cheap, and the basin that the
+# fit ends in follows the k-means optimum: on 2e6 x 16 anisotropic blobs (K=16
+# diag, seeds 0-3) one run gave held-out scores from -25.19 to -25.01, the best
+# of 5 from -25.01 to -24.98 (our batch fit from one run on all rows: -25.00).
+_ONLINE_KMEANS_N_INIT = 5
+
 # Prediction works through X in chunks of this many (sample, component) pairs.
 _PREDICT_CHUNK_ELEMENTS = 2**16
 
@@ -551,11 +557,12 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
     # Fitting
     # ----------------------------------------------------------------------------
 
-    def _initial_resp(self, X, sample_weight, random_state):
+    def _initial_resp(self, X, sample_weight, random_state, kmeans_n_init=1):
         """Initial responsibilities, by the same methods as scikit-learn's.
 
         Weights act as repetitions: k-means is weighted, and rows of weight zero
-        are never picked as centres.
+        are never picked as centres. `kmeans_n_init` k-means runs keep the one
+        of least inertia ('kmeans' only).
 
         Returns
         -------
@@ -572,7 +579,9 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         if self.init_params == "kmeans":
             labels = (
                 KMeans(
-                    n_clusters=self.n_components, n_init=1, random_state=random_state
+                    n_clusters=self.n_components,
+                    n_init=kmeans_n_init,
+                    random_state=random_state,
                 )
                 .fit(X_init, sample_weight=sample_weight)
                 .labels_
@@ -974,8 +983,8 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         X is never copied or standardised as a whole: the standardisation and the
         data-dependent priors come from one exact streaming pass over blocks of
         rows, the initialisation from `init_params` on a uniform subsample of
-        ``max(32768, 20 * n_components)`` rows, and each minibatch is
-        standardised as it is used.
+        ``max(32768, 20 * n_components)`` rows (with 'kmeans', the best of 5
+        k-means runs), and each minibatch is standardised as it is used.
         """
         from skbayesmix._online import (
             OnlineState,
@@ -1051,7 +1060,9 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             Xs_init = standardisation.transform(read_rows(X, rows, dtype))
             weights_init = None if sample_weight is None else sample_weight[rows]
             if do_init:
-                resp = self._initial_resp(Xs_init, weights_init, random_state)
+                resp = self._initial_resp(
+                    Xs_init, weights_init, random_state, _ONLINE_KMEANS_N_INIT
+                )
                 posterior = None
             else:
                 resp = None
@@ -1131,7 +1142,8 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         size, taken in order, one step each; their statistics are scaled by
         total_samples / (their total weight). The first call initialises the
         online state: the standardisation and the data-dependent priors come from
-        its X, and the responsibilities from `init_params` on it; it also fixes
+        its X, and the responsibilities from `init_params` on it (with 'kmeans',
+        the best of 5 k-means runs, as in online `fit`); it also fixes
         `n_features_in_`. On a model fitted by the batch `fit`, the first call
         starts from the fitted posterior instead (as `warm_start` would), with
         priors from its X. Later calls continue, so the chunks of a stream need
@@ -1228,7 +1240,10 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
                 posterior = standardisation.posterior_to(self._fitted_posterior())
             else:
                 resp = self._initial_resp(
-                    Xs, sample_weight, check_random_state(self.random_state)
+                    Xs,
+                    sample_weight,
+                    check_random_state(self.random_state),
+                    _ONLINE_KMEANS_N_INIT,
                 )
                 posterior = None
             statistics = scaled_initial_statistics(

@@ -210,7 +210,9 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
 
     warm_start : bool, default=False
         If True, each `fit` starts from the previous solution and `n_init` is
-        ignored after the first call.
+        ignored after the first call. An online `fit` starts from the E-step of
+        its initialisation subsample under the previous posterior, and its
+        step counter `n_batch_iter_` starts again from 0.
 
     verbose : int, default=0
         Enable verbose output. 1 prints each initialization; 2 also prints the
@@ -246,7 +248,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         (two backend calls, E-step and update, measured on 2 shared cores) plus
         about 0.2-0.4 us per row for 16 components of 16 features, so 16384
         rows keep the fixed cost near half of a step or less, while 1e6 rows
-        still give 61 steps per pass (see ``benchmarks/bench_online.py
+        still give 62 steps per pass (see ``benchmarks/bench_online.py
         --batch-sizes``). `partial_fit` and online `fit` split their X into
         ceil(n_samples / batch_size) minibatches of nearly equal size.
 

@@ -18,6 +18,7 @@
 # small. The bound is checked per block, so a few far outliers or one
 # near-singular component send only the blocks that need it to float64.
 
+
 import numpy as np
 import tensorflow as tf
 

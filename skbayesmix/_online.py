@@ -54,6 +54,9 @@ __all__ = [
 # small part of the resident memory.
 _BLOCK_BYTES = 64 * 2**20
 
+# Scattered rows gathered from a memmap between two releases of its pages.
+_GATHER_ROWS = 256
+
 # Rows per piece of the moments pass: its float64 temporaries fit in cache.
 _REDUCE_ROWS = 2**14
 
@@ -156,7 +159,7 @@ def _release_mapped_pages(X):
             pass
 
 
-def block_rows(X, batch_size):
+def _block_rows(X, batch_size):
     """Rows per block read from X: about `_BLOCK_BYTES`, a multiple of batch_size."""
     row_bytes = max(1, X.shape[1] * X.dtype.itemsize)
     n_batches = max(1, _BLOCK_BYTES // (row_bytes * batch_size))
@@ -166,11 +169,21 @@ def block_rows(X, batch_size):
 def read_rows(X, rows, dtype, validate=False):
     """Rows of X (a slice or sorted indices) in memory as `dtype`, validated if asked.
 
-    The pages of a memmap are released once copied.
+    The pages of a memmap are released once copied. Scattered rows are gathered
+    a few at a time: each read of a mapped page also maps its neighbours (the
+    kernel's fault-around and read-ahead, 64 kB or more), so 32768 rows scattered
+    over a 6.4 GB file map gigabytes unless released as they go.
     """
-    block = np.array(X[rows], dtype=dtype)
-    if isinstance(X, np.memmap):
+    if not isinstance(X, np.memmap):
+        block = np.array(X[rows], dtype=dtype)
+    elif isinstance(rows, slice):
+        block = np.array(X[rows], dtype=dtype)
         _release_mapped_pages(X)
+    else:
+        block = np.empty((len(rows), X.shape[1]), dtype=dtype)
+        for group in minibatch_slices(len(rows), _GATHER_ROWS):
+            block[group] = X[rows[group]]
+            _release_mapped_pages(X)
     if validate:
         block = check_array(block, dtype=[np.float64, np.float32], input_name="X")
     return block
@@ -202,7 +215,7 @@ def data_moments(X, sample_weight, scatter_rank, dtype, validate):
     total, n_positive, scale = 0.0, 0, 0.0
     mean = np.zeros(n_features)
     scatter = np.zeros((n_features,) * max(scatter_rank, 1))
-    for rows in minibatch_slices(n_samples, block_rows(X, 1)):
+    for rows in minibatch_slices(n_samples, _block_rows(X, 1)):
         block = read_rows(X, rows, dtype, validate)
         block_weights = _weights(sample_weight, rows, block.shape[0])
         # Reduced in pieces whose float64 temporaries stay in cache.
@@ -327,7 +340,7 @@ def _shuffled_minibatches(X, sample_weight, standardisation, settings, rng, dtyp
     """
     n_samples = X.shape[0]
     on_disk = isinstance(X, np.memmap)
-    rows_per_block = block_rows(X, settings.batch_size) if on_disk else n_samples
+    rows_per_block = _block_rows(X, settings.batch_size) if on_disk else n_samples
     blocks = minibatch_slices(n_samples, rows_per_block)
     for block_index in rng.permutation(len(blocks)):
         rows = blocks[block_index]

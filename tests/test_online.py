@@ -359,3 +359,18 @@ def test_partial_fit_model_unpickles_and_predicts_without_tensorflow():
     )
     assert result.returncode == 0, result.stderr.decode()[-3000:]
     np.testing.assert_array_equal(pickle.loads(result.stdout), model.score_samples(X))
+
+
+def test_read_rows_gathers_scattered_memmap_rows(tmp_path):
+    from skbayesmix._online import read_rows
+
+    X = np.random.RandomState(0).randn(2000, 3)
+    on_disk = np.memmap(tmp_path / "X.dat", dtype=np.float64, mode="w+", shape=X.shape)
+    on_disk[:] = X
+    on_disk.flush()
+    on_disk = np.memmap(tmp_path / "X.dat", dtype=np.float64, mode="r", shape=X.shape)
+    rows = np.sort(np.random.RandomState(1).choice(2000, 700, replace=False))
+    np.testing.assert_array_equal(read_rows(on_disk, rows, np.float64), X[rows])
+    np.testing.assert_array_equal(
+        read_rows(on_disk, slice(10, 20), np.float32), X[10:20].astype(np.float32)
+    )

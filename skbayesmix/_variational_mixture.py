@@ -1090,7 +1090,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
                 tol=self.tol,
                 rng=random_state,
                 dtype=dtype,
-                on_pass=self._verbose_pass_printer(log_jacobian),
+                on_pass=self._verbose_pass_printer(),
             )
             lower_bounds = np.asarray(result["lower_bounds"]) + log_jacobian
             lower_bound = lower_bounds[-1] if len(lower_bounds) else -np.inf
@@ -1115,11 +1115,11 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         self._online_statistics = state.statistics
         return X
 
-    def _verbose_pass_printer(self, log_jacobian):
+    def _verbose_pass_printer(self):
         """scikit-learn's verbose lines, one per `verbose_interval` passes."""
         if not self.verbose:
             return None
-        last = {"time": time(), "bound": None}
+        last = {"time": time(), "bound": -np.inf}
 
         def on_pass(n_pass, bound):
             if n_pass % self.verbose_interval == 0:
@@ -1127,7 +1127,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
                 if self.verbose == 1:
                     print("  Iteration %d" % n_pass)
                 else:
-                    change = np.nan if last["bound"] is None else bound - last["bound"]
+                    change = bound - last["bound"]
                     print(
                         "  Iteration %d\t time lapse %.5fs\t ll change %.5f"
                         % (n_pass, now - last["time"], change)

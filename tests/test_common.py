@@ -7,7 +7,10 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skbayesmix import VariationalGaussianMixture
 
-ESTIMATORS = [VariationalGaussianMixture()] + [
+ESTIMATORS = [
+    VariationalGaussianMixture(),
+    VariationalGaussianMixture(learning_method="online"),
+] + [
     VariationalGaussianMixture(
         covariance_type=covariance_type,
         weight_concentration_prior_type=weight_prior_type,

@@ -186,9 +186,19 @@ def test_fitted_attributes_match_sklearn_names_and_shapes():
 
 
 def test_default_parameters_match_sklearn():
-    assert VariationalGaussianMixture().get_params() == (
-        BayesianGaussianMixture().get_params()
-    )
+    ours = VariationalGaussianMixture().get_params()
+    theirs = BayesianGaussianMixture().get_params()
+    # The online parameters are ours alone; their defaults keep the batch fit.
+    online = {
+        "learning_method",
+        "learning_decay",
+        "learning_offset",
+        "batch_size",
+        "total_samples",
+    }
+    assert set(ours) - set(theirs) == online
+    assert {name: ours[name] for name in theirs} == theirs
+    assert ours["learning_method"] == "batch"
 
 
 @pytest.mark.parametrize(

@@ -14,14 +14,11 @@
 
 import copy
 import functools
-import warnings
-from time import time
 from typing import NamedTuple
 
 import dask
 import dask.array as da
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_array, check_random_state
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
@@ -395,6 +392,12 @@ def fit(estimator, X, sample_weight=None):
     sample_weight : array-like or dask.array.Array of shape (n_samples,), \
             default=None
     """
+    if estimator.learning_method == "online":
+        raise ValueError(
+            "learning_method='online' does not take dask arrays yet; fit them "
+            "with learning_method='batch' (exact CAVI over the chunks), or feed "
+            "their chunks to partial_fit."
+        )
     state = dict(estimator.__dict__)
     try:
         _fit(estimator, X, sample_weight)
@@ -454,8 +457,7 @@ def _fit(estimator, X, sample_weight):
     reg_covar = standardisation.reg_covar_to(estimator.reg_covar)
     model_type = (estimator.covariance_type, estimator.weight_concentration_prior_type)
 
-    do_init = not (estimator.warm_start and estimator._fitted_structure_matches(Xs))
-    n_init = estimator.n_init if do_init else 1
+    warm = estimator.warm_start and estimator._fitted_structure_matches(Xs)
     random_state = check_random_state(estimator.random_state)
     fit_segment = functools.partial(
         _coordinate_ascent,
@@ -465,50 +467,23 @@ def _fit(estimator, X, sample_weight):
         tol=estimator.tol,
         model_type=model_type,
     )
-    best = None
-    for init in range(n_init):
-        if estimator.verbose:
-            print("Initialization %d" % init)
-        start = time()
-        if do_init:
-            posterior_init = _initial_posterior(
+    estimator._fit_initialisations(
+        lambda: (
+            None,
+            _initial_posterior(
                 estimator, Xs, sample_weight, moments, prior, reg_covar, random_state
-            )
-            lower_bound_init = -np.inf
-        else:
-            posterior_init = standardisation.posterior_to(estimator._fitted_posterior())
-            lower_bound_init = estimator.lower_bound_ - log_jacobian
-        result = estimator._run_loop(
-            fit_segment, None, posterior_init, lower_bound_init
-        )
-        lower_bounds = result["lower_bounds"] + log_jacobian
-        lower_bound = lower_bounds[-1] if len(lower_bounds) else -np.inf
-        if estimator.max_iter > 0 and not np.isfinite(lower_bound):
-            raise ValueError(
-                "Fitting the mixture failed: the lower bound is not finite. "
-                "Check the data for extreme values, or increase reg_covar."
-            )
-        estimator._print_verbose_end(result["converged"], lower_bound, time() - start)
-        if best is None or lower_bound > best[0]:
-            best = (lower_bound, lower_bounds, result)
-
-    lower_bound, lower_bounds, result = best
-    estimator._set_posterior(result["posterior"], standardisation, dtype.type)
-    estimator.converged_ = result["converged"]
-    estimator.n_iter_ = result["n_iter"]
-    estimator.lower_bound_ = float(lower_bound)
-    estimator.lower_bounds_ = [float(v) for v in lower_bounds]
+            ),
+        ),
+        warm,
+        fit_segment,
+        standardisation,
+        log_jacobian,
+        dtype.type,
+        stacklevel=7,
+    )
     estimator.n_features_in_ = Xs.shape[1]
     # As validate_data does for X without column names.
     estimator.__dict__.pop("feature_names_in_", None)
-    if not estimator.converged_ and estimator.max_iter > 0:
-        warnings.warn(
-            "Best performing initialization did not converge. "
-            "Try different init parameters, or increase max_iter, "
-            "tol, or check for degenerate data.",
-            ConvergenceWarning,
-            stacklevel=4,
-        )
 
 
 def _predicted_block(block, estimator, method):

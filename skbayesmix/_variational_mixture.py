@@ -869,32 +869,75 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         # The ELBO of standardised data differs by the log-Jacobian of the map.
         log_jacobian = standardisation.log_jacobian(total_weight, X.shape[1])
 
-        do_init = not (self.warm_start and self._fitted_structure_matches(X))
-        n_init = self.n_init if do_init else 1
+        warm = self.warm_start and self._fitted_structure_matches(X)
         random_state = check_random_state(self.random_state)
-        reg_covar = standardisation.reg_covar_to(self.reg_covar)
         fit_segment = functools.partial(
             fit_variational_posterior,
             Xs,
             prior=prior,
             covariance_type=self.covariance_type,
             weight_concentration_prior_type=self.weight_concentration_prior_type,
-            reg_covar=reg_covar,
+            reg_covar=standardisation.reg_covar_to(self.reg_covar),
             tol=self.tol,
             sample_weight=sample_weight,
         )
+        self._fit_initialisations(
+            lambda: (self._initial_resp(Xs, sample_weight, random_state), None),
+            warm,
+            fit_segment,
+            standardisation,
+            log_jacobian,
+            X.dtype.type,
+            stacklevel=6,
+        )
+        # A batch fit replaces any online state: partial_fit must not resume it.
+        for name in ("n_batch_iter_",) + _ONLINE_STATE:
+            self.__dict__.pop(name, None)
+        return X
+
+    def _fit_initialisations(
+        self,
+        cold_start,
+        warm,
+        fit_segment,
+        standardisation,
+        log_jacobian,
+        dtype,
+        stacklevel,
+    ):
+        """Fit from `n_init` starts, keep the largest lower bound, store the fit.
+
+        Shared by every full-batch driver (in memory, Dask): they differ only in
+        `cold_start`, which returns (resp, posterior_init) to start from, and in
+        `fit_segment`, which runs the loop on their data.
+
+        Parameters
+        ----------
+        cold_start : callable
+            Returns the initial responsibilities or the initial standardised
+            Posterior (the other one None).
+        warm : bool
+            Continue from the fitted model instead (one start).
+        fit_segment : callable
+            fit_segment(resp, max_iter=, posterior_init=, lower_bound_init=)
+            returns the backend's result dict.
+        log_jacobian : float
+            Added to the standardised lower bounds.
+        stacklevel : int
+            Points the ConvergenceWarning at the caller of `fit`.
+        """
         best = None
-        for init in range(n_init):
+        for init in range(1 if warm else self.n_init):
             if self.verbose:
                 print("Initialization %d" % init)
             start = time()
-            if do_init:
-                resp = self._initial_resp(Xs, sample_weight, random_state)
-                posterior_init, lower_bound_init = None, -np.inf
-            else:
-                resp = np.zeros((0, self.n_components), X.dtype)
+            if warm:
+                resp = None
                 posterior_init = standardisation.posterior_to(self._fitted_posterior())
                 lower_bound_init = self.lower_bound_ - log_jacobian
+            else:
+                resp, posterior_init = cold_start()
+                lower_bound_init = -np.inf
             result = self._run_loop(fit_segment, resp, posterior_init, lower_bound_init)
             lower_bounds = result["lower_bounds"] + log_jacobian
             lower_bound = lower_bounds[-1] if len(lower_bounds) else -np.inf
@@ -904,14 +947,14 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
                 best = (lower_bound, lower_bounds, result)
 
         lower_bound, lower_bounds, result = best
-        self._set_posterior(result["posterior"], standardisation, X.dtype.type)
+        self._set_posterior(result["posterior"], standardisation, dtype)
         self._store_convergence(
-            result["converged"], result["n_iter"], lower_bound, lower_bounds
+            result["converged"],
+            result["n_iter"],
+            lower_bound,
+            lower_bounds,
+            stacklevel=stacklevel,
         )
-        # A batch fit replaces any online state: partial_fit must not resume it.
-        for name in ("n_batch_iter_",) + _ONLINE_STATE:
-            self.__dict__.pop(name, None)
-        return X
 
     def _check_lower_bound(self, lower_bound):
         """Raise when the numbers of a fit broke down."""

@@ -14,14 +14,13 @@ distributed = pytest.importorskip("distributed")
 
 import cloudpickle  # noqa: E402
 import joblib  # noqa: E402
+from conftest import COVARIANCE_TYPES, WEIGHT_PRIOR_TYPES  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning, NotFittedError  # noqa: E402
 from sklearn.model_selection import GridSearchCV  # noqa: E402
 
 import skbayesmix  # noqa: E402
 from skbayesmix import VariationalGaussianMixture, _dask  # noqa: E402
 
-COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
-WEIGHT_PRIOR_TYPES = ["dirichlet_process", "dirichlet_distribution"]
 FITTED_ARRAYS = [
     "weights_",
     "means_",
@@ -321,6 +320,21 @@ def test_fit_rejects_wrong_number_of_dimensions(client):
         estimator.fit(da.zeros(10, chunks=5))
     with pytest.raises(ValueError, match="Found array with dim 3"):
         estimator.fit(da.zeros((10, 2, 2), chunks=5))
+
+
+def test_fit_online_on_dask_arrays_is_a_clear_error(client):
+    estimator = VariationalGaussianMixture(n_components=2, learning_method="online")
+    with pytest.raises(ValueError, match="does not take dask arrays yet"):
+        estimator.fit(da.from_array(_blobs(), chunks=60))
+    assert not hasattr(estimator, "means_")
+
+
+def test_score_dask_sample_weight_is_the_weighted_mean(client):
+    X = _blobs()
+    weights = np.random.RandomState(0).randint(0, 4, size=len(X))
+    estimator = _fit_quietly(VariationalGaussianMixture(n_components=3), X)
+    got = estimator.score(da.from_array(X, chunks=60), sample_weight=weights)
+    assert got == pytest.approx(estimator.score(X, sample_weight=weights), rel=1e-10)
 
 
 def test_fit_rejects_too_few_samples(client):

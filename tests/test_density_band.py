@@ -5,6 +5,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from conftest import COVARIANCE_TYPES, WEIGHT_PRIOR_TYPES
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
@@ -18,8 +19,6 @@ from skbayesmix._density_band import (
     quadratic_log_density,
 )
 
-COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
-WEIGHT_PRIOR_TYPES = ["dirichlet_process", "dirichlet_distribution"]
 MODEL_TYPES = list(itertools.product(COVARIANCE_TYPES, WEIGHT_PRIOR_TYPES))
 
 TRUE_WEIGHTS = np.array([0.5, 0.3, 0.2])

@@ -9,13 +9,13 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import COVARIANCE_TYPES
 from sklearn.exceptions import ConvergenceWarning
 
 import skbayesmix
 from skbayesmix import VariationalGaussianMixture
 from skbayesmix._standardisation import Standardisation
 
-COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
 TUTORIAL_CENTRES = np.array([[2.0, 0.0], [-2.0, -4.0], [-2.0, 4.0]])
 
 

@@ -348,7 +348,8 @@ def fit_variational_posterior(
     ----------
     X : ndarray of shape (n_samples, n_features), float32 or float64
     resp_init : ndarray of shape (n_samples, n_components)
-        Responsibilities to start from; ignored when `posterior_init` is given.
+        Responsibilities to start from; ignored, and may be None, when
+        `posterior_init` is given.
     prior : Prior
     covariance_type : {'full', 'tied', 'diag', 'spherical'}
     weight_concentration_prior_type : {'dirichlet_process', 'dirichlet_distribution'}
@@ -368,6 +369,8 @@ def fit_variational_posterior(
     """
     dtype = X.dtype
     warm_start = posterior_init is not None
+    if resp_init is None:
+        resp_init = np.zeros((0, len(posterior_init.means)), dtype)
     fit = compiled("loop", covariance_type, weight_concentration_prior_type, dtype)
     settings = np.array(
         [

@@ -13,6 +13,7 @@ from skbayesmix._tfp_backend._maths import (
 )
 from skbayesmix._tfp_backend._statistics import (
     expected_statistics,
+    held_design,
     responsibility_statistics,
 )
 
@@ -47,10 +48,12 @@ def _coordinate_ascent(
     # (~0.05 ms); small fits feel that, so the scalars travel as one vector.
     alpha0, beta0, nu0, reg_covar, tol, lower_bound_init, warm = tf.unstack(settings)
     prior = Prior(alpha0, beta0, prior_mean, nu0, prior_scale_inverse)
+    # Built once for all iterations when it fits the budget; see held_design.
+    design_t = held_design(X, structure)
 
     def cold_start():
         return update_posterior(
-            responsibility_statistics(X, sample_weight, resp_init, structure),
+            responsibility_statistics(X, sample_weight, resp_init, structure, design_t),
             prior,
             reg_covar,
             structure,
@@ -72,7 +75,14 @@ def _coordinate_ascent(
 
     def step(n_iter, posterior, moments, lower_bound, converged, bounds):
         statistics = expected_statistics(
-            X, sample_weight, posterior, moments, reg_covar, structure, weight_type
+            X,
+            sample_weight,
+            posterior,
+            moments,
+            reg_covar,
+            structure,
+            weight_type,
+            design_t,
         )
         new_posterior = update_posterior(
             statistics, prior, reg_covar, structure, weight_type

@@ -86,7 +86,7 @@ def fit_and_use(X, params):
 def tracing_counts():
     """How often each compiled loop was traced, when the backend exposes it."""
     try:
-        from skbayesmix._tfp_backend import _COMPILED
+        from skbayesmix._tfp_backend._loop import _COMPILED
     except ImportError:
         return None
     counts = {}

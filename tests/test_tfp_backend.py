@@ -534,3 +534,26 @@ def test_warm_and_cold_starts_share_one_trace():
     assert warm["lower_bounds"][0] >= cold["lower_bounds"][-1] - 1e-9
     loop = backend.compiled("loop", "spherical", "dirichlet_process")
     assert loop.experimental_get_tracing_count() == 1
+
+
+def test_first_fits_of_many_structures_log_no_retracing_warning(caplog):
+    # Each (structure, dtype) has its own compiled function, traced once; TF must
+    # not read them as one function retraced (it warns after 5 such traces).
+    rng = np.random.RandomState(0)
+    X = rng.randn(40, 2)
+    resp = rng.dirichlet(np.ones(2), size=40)
+    with caplog.at_level("WARNING", logger="tensorflow"):
+        for covariance_type in COVARIANCE_TYPES:
+            for dtype in (np.float64, np.float32):
+                kwargs = _kwargs(covariance_type, "dirichlet_distribution")
+                backend.initial_statistics(X.astype(dtype), resp, **kwargs)
+                backend.fit_variational_posterior(
+                    X.astype(dtype),
+                    resp,
+                    _default_prior(X, covariance_type, 2),
+                    reg_covar=1e-6,
+                    tol=1e-3,
+                    max_iter=2,
+                    **kwargs,
+                )
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()]

@@ -1,5 +1,6 @@
 """The compiled full-batch CAVI loop, and the same steps one at a time (NumPy API)."""
 
+import functools
 import threading
 
 import numpy as np
@@ -307,12 +308,13 @@ def compiled(step, covariance_type, weight_type, dtype=np.float64):
         if key not in _COMPILED:
             function, signature = _STEPS[step]
             structure = COVARIANCE_STRUCTURES[covariance_type]
-
-            def bound(*args):
-                return function(*args, structure=structure, weight_type=weight_type)
-
+            # A partial, not a closure: TF counts retracing per code object, and
+            # closures sharing one would read as one function retraced, with a
+            # warning, whenever several structures are first fitted in a row.
             _COMPILED[key] = tf.function(
-                bound,
+                functools.partial(
+                    function, structure=structure, weight_type=weight_type
+                ),
                 input_signature=signature(structure, dtype),
                 autograph=False,
             )

@@ -939,12 +939,9 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
                 resp, posterior_init = cold_start()
                 lower_bound_init = -np.inf
             result = self._run_loop(fit_segment, resp, posterior_init, lower_bound_init)
-            lower_bounds = result["lower_bounds"] + log_jacobian
-            lower_bound = lower_bounds[-1] if len(lower_bounds) else -np.inf
-            self._check_lower_bound(lower_bound)
-            self._print_verbose_end(result["converged"], lower_bound, time() - start)
-            if best is None or lower_bound > best[0]:
-                best = (lower_bound, lower_bounds, result)
+            best = self._keep_best(
+                best, result, np.asarray(result["lower_bounds"]) + log_jacobian, start
+            )
 
         lower_bound, lower_bounds, result = best
         self._set_posterior(result["posterior"], standardisation, dtype)
@@ -955,6 +952,21 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             lower_bounds,
             stacklevel=stacklevel,
         )
+
+    def _keep_best(self, best, result, lower_bounds, start):
+        """Check one initialisation's fit, print its closing line, keep the best.
+
+        Returns
+        -------
+        best : tuple
+            (lower_bound, lower_bounds, result) of the best fit so far.
+        """
+        lower_bound = lower_bounds[-1] if len(lower_bounds) else -np.inf
+        self._check_lower_bound(lower_bound)
+        self._print_verbose_end(result["converged"], lower_bound, time() - start)
+        if best is None or lower_bound > best[0]:
+            return (lower_bound, lower_bounds, result)
+        return best
 
     def _check_lower_bound(self, lower_bound):
         """Raise when the numbers of a fit broke down."""
@@ -1216,12 +1228,9 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
                 dtype=dtype,
                 on_pass=self._verbose_pass_printer(),
             )
-            lower_bounds = np.asarray(result["lower_bounds"]) + log_jacobian
-            lower_bound = lower_bounds[-1] if len(lower_bounds) else -np.inf
-            self._check_lower_bound(lower_bound)
-            self._print_verbose_end(result["converged"], lower_bound, time() - start)
-            if best is None or lower_bound > best[0]:
-                best = (lower_bound, lower_bounds, result)
+            best = self._keep_best(
+                best, result, np.asarray(result["lower_bounds"]) + log_jacobian, start
+            )
 
         lower_bound, lower_bounds, result = best
         state = result["state"]

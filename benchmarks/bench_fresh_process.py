@@ -150,7 +150,8 @@ PHASES_SCRIPT = textwrap.dedent(
     mark("trace full/DP: Python -> graph")
     resp = np.eye(3)[rng.randint(3, size=len(X))]
     args = [X, np.ones(len(X)), resp, X.mean(0), np.cov(X.T),
-            np.array([1 / 3, 1, 2, 1e-6, 1e-3, -np.inf]), np.int32(100)]
+            np.array([1 / 3, 1, 2, 1e-6, 1e-3, -np.inf, 0]), np.int32(100),
+            np.zeros(0)]
     fn(*args)
     mark("first call (graph optimisation, kernel set-up, run)")
     fn(*args)

@@ -22,12 +22,12 @@ import numpy as np
 from sklearn.utils import check_array, check_random_state
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
-from skbayesmix._standardisation import Standardisation
-from skbayesmix._state import scale_statistics, sum_statistics
-from skbayesmix._variational_mixture import (
-    _covariance_from_scatter,
-    _weighted_scatter,
+from skbayesmix._standardisation import (
+    Standardisation,
+    covariance_from_scatter,
+    weighted_scatter,
 )
+from skbayesmix._state import scale_statistics, sum_statistics
 
 try:
     from distributed import KilledWorker
@@ -177,7 +177,7 @@ def _first_moments(X, sample_weight):
 def _scaled_scatter(X, sample_weight, max_abs, shift_scaled, full):
     """The chunk's weighted scatter of X / max_abs about shift / max_abs."""
     centred = np.asarray(X, dtype=np.float64) / max_abs - shift_scaled
-    return _weighted_scatter(centred, _block_weights(X, sample_weight), full)
+    return weighted_scatter(centred, _block_weights(X, sample_weight), full)
 
 
 def _blocks(X, sample_weight):
@@ -236,7 +236,7 @@ def _standardisation_and_covariance(X, sample_weight, structure, reg_covar):
         shift_scaled * max_abs, max_abs, spread, reg_covar
     )
     scaled_covariance = (
-        _covariance_from_scatter(scatter, moments.total_weight, structure)
+        covariance_from_scatter(scatter, moments.total_weight, structure)
         / standardisation.spread**2
     )
     return moments, standardisation, scaled_covariance

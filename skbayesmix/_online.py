@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from sklearn.utils import check_array
 
+from skbayesmix._standardisation import weighted_scatter
 from skbayesmix._state import (
     blend_statistics,
     scale_statistics,
@@ -236,11 +237,7 @@ def data_moments(X, sample_weight, scatter_rank, dtype, validate):
             piece_total = float(np.sum(weights))
             piece_mean = weights @ scaled / piece_total
             centred = scaled - piece_mean
-            weighted = centred * weights[:, None]
-            if scatter_rank == 2:
-                piece_scatter = weighted.T @ centred
-            else:
-                piece_scatter = np.einsum("nd,nd->d", weighted, centred)
+            piece_scatter = weighted_scatter(centred, weights, scatter_rank == 2)
             delta = piece_mean - mean
             merged = total + piece_total
             correction = total * piece_total / merged

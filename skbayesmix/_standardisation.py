@@ -14,7 +14,7 @@ import numpy as np
 
 from skbayesmix._state import Posterior, Prior
 
-__all__ = ["Standardisation"]
+__all__ = ["Standardisation", "covariance_from_scatter", "weighted_scatter"]
 
 # Lower bound on reg_covar in standardised units. The backend's float64 scatter
 # (second moment minus squared mean) carries a rounding error near 1e-15 *
@@ -159,3 +159,33 @@ class Standardisation(NamedTuple):
         Each of the total_weight samples has D coordinates divided by the scale.
         """
         return -total_weight * n_features * (np.log(self.max_abs) + np.log(self.spread))
+
+
+def weighted_scatter(centred, weights, full):
+    """sum_n w_n c_n c_n^T (full) or its diagonal, of rows already centred.
+
+    Scatters of disjoint sets of rows add up, which lets the Dask and online drivers
+    reduce them chunk by chunk.
+
+    Returns
+    -------
+    scatter : ndarray of shape (n_features, n_features) if full else (n_features,)
+    """
+    weighted = centred * weights[:, None]
+    if full:
+        return weighted.T @ centred
+    return np.sum(weighted * centred, axis=0)
+
+
+def covariance_from_scatter(scatter, total_weight, structure):
+    """The weighted sample covariance from a scatter, in the structure's shape.
+
+    Returns
+    -------
+    covariance : ndarray of shape `structure.prior_scale_shape(n_features)`
+    """
+    denominator = total_weight - 1.0 if total_weight > 1.0 else total_weight
+    covariance = scatter / denominator
+    if structure.scale_inverse_rank == 0:
+        return covariance.mean()
+    return covariance

@@ -26,7 +26,11 @@ from skbayesmix._gaussian import (
     _estimate_log_student_t_prob,
     _sample_student_t_mixture,
 )
-from skbayesmix._standardisation import Standardisation
+from skbayesmix._standardisation import (
+    Standardisation,
+    covariance_from_scatter,
+    weighted_scatter,
+)
 from skbayesmix._state import COVARIANCE_STRUCTURES, Posterior, Prior
 
 # The private attributes that let partial_fit resume an online fit. All are
@@ -92,38 +96,8 @@ def _empirical_covariance(X, sample_weight, structure):
     X = np.asarray(X, dtype=np.float64)
     weights = np.ones(X.shape[0]) if sample_weight is None else sample_weight
     centred = X - np.average(X, axis=0, weights=weights)
-    scatter = _weighted_scatter(centred, weights, structure.scale_inverse_rank == 2)
-    return _covariance_from_scatter(scatter, np.sum(weights), structure)
-
-
-def _weighted_scatter(centred, weights, full):
-    """sum_n w_n c_n c_n^T (full) or its diagonal, of rows already centred.
-
-    Scatters of disjoint sets of rows add up, which lets the Dask driver reduce
-    them chunk by chunk.
-
-    Returns
-    -------
-    scatter : ndarray of shape (n_features, n_features) if full else (n_features,)
-    """
-    weighted = centred * weights[:, None]
-    if full:
-        return weighted.T @ centred
-    return np.sum(weighted * centred, axis=0)
-
-
-def _covariance_from_scatter(scatter, total_weight, structure):
-    """The weighted sample covariance from a scatter, in the structure's shape.
-
-    Returns
-    -------
-    covariance : ndarray of shape `structure.prior_scale_shape(n_features)`
-    """
-    denominator = total_weight - 1.0 if total_weight > 1.0 else total_weight
-    covariance = scatter / denominator
-    if structure.scale_inverse_rank == 0:
-        return covariance.mean()
-    return covariance
+    scatter = weighted_scatter(centred, weights, structure.scale_inverse_rank == 2)
+    return covariance_from_scatter(scatter, np.sum(weights), structure)
 
 
 def _dirichlet_process_weights(concentration_a, concentration_b):
@@ -1166,12 +1140,9 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         )
         # The weighted empirical covariance in standardised units, as
         # _empirical_covariance computes it from rows.
-        denominator = total_weight - 1.0 if total_weight > 1.0 else total_weight
-        scaled_covariance = (
-            moments.scaled_scatter / standardisation.spread**2 / denominator
+        scaled_covariance = covariance_from_scatter(
+            moments.scaled_scatter / standardisation.spread**2, total_weight, structure
         )
-        if structure.scale_inverse_rank == 0:
-            scaled_covariance = scaled_covariance.mean()
         no_rows = np.empty((0, n_features), dtype)
         self._check_parameters(no_rows, sample_weight, data_mean=moments.shift)
         prior = self._standardised_prior(

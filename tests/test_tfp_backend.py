@@ -325,6 +325,31 @@ def _fitted_posterior(X, covariance_type, weight_type="dirichlet_process", k=3):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_loop_building_the_design_matches_holding_it(
+    monkeypatch, covariance_type, dtype
+):
+    # Large fits build the design per block ('loop_building_design'); small ones
+    # hold it ('loop'). The two compiled loops must fit the same way, cold start
+    # included, over ragged blocks.
+    monkeypatch.setattr(_statistics, "BLOCK_SIZE", 7)
+    monkeypatch.setattr(_loop, "_COMPILED", {})
+    rng = np.random.RandomState(0)
+    X = blobs(rng, n_per_blob=20, n_features=3).astype(dtype)
+    resp = rng.dirichlet(np.ones(3), size=X.shape[0])
+    prior = _default_prior(X, covariance_type, 3)
+    kwargs = dict(reg_covar=1e-6, tol=0.0, max_iter=4, **_kwargs(covariance_type))
+    held = backend.fit_variational_posterior(X, resp, prior, **kwargs)
+    monkeypatch.setattr(_statistics, "HELD_DESIGN_MAX_ELEMENTS", 0)
+    built = backend.fit_variational_posterior(X, resp, prior, **kwargs)
+    assert {key[0] for key in _loop._COMPILED} == {"loop", "loop_building_design"}
+    assert held["n_iter"] == built["n_iter"] == len(held["lower_bounds"]) == 4
+    np.testing.assert_allclose(built["lower_bounds"], held["lower_bounds"], rtol=1e-12)
+    for got, want in zip(built["posterior"], held["posterior"]):
+        np.testing.assert_allclose(got, want, rtol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_chunk_statistics_add_up_over_chunks(monkeypatch, covariance_type, dtype):
     # Ragged blocks of 7 rows inside each chunk, with sample weights: statistics
     # of disjoint chunks must sum to those of their union.

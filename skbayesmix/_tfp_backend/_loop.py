@@ -13,8 +13,10 @@ from skbayesmix._tfp_backend._maths import (
     update_posterior,
 )
 from skbayesmix._tfp_backend._statistics import (
+    design_layout,
     expected_statistics,
     held_design,
+    holds_design,
     responsibility_statistics,
 )
 
@@ -31,50 +33,48 @@ def _coordinate_ascent(
     *,
     structure,
     weight_type,
+    hold_design,
 ):
     """Run CAVI until the ELBO changes by less than `tol`, all in one graph.
 
-    It starts from `posterior_init` (a warm start) when `settings`' warm flag is
-    set, else from the closed-form posterior of `resp_init`. `settings` packs
-    (weight_concentration, mean_precision, degrees_of_freedom) of the prior with
-    reg_covar, tol, lower_bound_init and the warm flag. Both starts share one
-    trace: a second trace cost as much as the first again.
+    `settings` packs (weight_concentration, mean_precision, degrees_of_freedom) of
+    the prior with reg_covar, tol, lower_bound_init and the warm flag.
+
+    A warm start begins at `posterior_init`. A cold start begins with one extra
+    pass that takes its statistics from `resp_init` instead of the E-step and
+    updates q(theta) from them; that pass is not an iteration, and its bound is
+    not recorded (`posterior_init` then only gives the loop state its shapes).
+    Both starts share one trace and one loop body: a second trace cost as much
+    as the first again, and a separate cold-start path about a fifth more graph,
+    which every fresh process pays to trace and set up.
 
     Each iteration is: E-step and statistics of q(z) from q(theta)
     (`expected_statistics`), closed-form q(theta) (`update_posterior`), ELBO at
     (q(z), q(theta)) (`evidence_lower_bound`). Each half maximises the ELBO over
     its block, so the recorded sequence never decreases (up to rounding).
+
+    `hold_design` (a trace-time choice, see `holds_design`) builds the design of
+    X once for all iterations; otherwise each block builds its own.
     """
     # Each tf.function argument costs a conversion and a signature check per call
     # (~0.05 ms); small fits feel that, so the scalars travel as one vector.
     alpha0, beta0, nu0, reg_covar, tol, lower_bound_init, warm = tf.unstack(settings)
     prior = Prior(alpha0, beta0, prior_mean, nu0, prior_scale_inverse)
-    # Built once for all iterations when it fits the budget; see held_design.
-    design_t = held_design(X, structure)
-
-    def cold_start():
-        return update_posterior(
-            responsibility_statistics(X, sample_weight, resp_init, structure, design_t),
-            prior,
-            reg_covar,
-            structure,
-            weight_type,
-        )
-
-    def warm_start():
-        return _unpack_posterior(
-            posterior_init, tf.shape(resp_init)[1], tf.shape(prior_mean)[0], structure
-        )
-
-    posterior = Posterior(*tf.cond(warm > 0.0, warm_start, cold_start))
+    cold = warm <= 0.0
+    layout = design_layout(tf.shape(X)[1], structure)
+    design_t = held_design(X, structure, layout) if hold_design else None
+    posterior = _unpack_posterior(
+        posterior_init, tf.shape(resp_init)[1], tf.shape(prior_mean)[0], structure
+    )
     lower_bounds = tf.TensorArray(tf.float64, size=0, dynamic_size=True)
 
     # The moments of q(theta) feed both the ELBO of one iteration and the E-step of
     # the next, so they travel in the loop state and are computed once.
-    def keep_going(n_iter, posterior, moments, lower_bound, converged, bounds):
+    def keep_going(n_pass, n_iter, posterior, moments, lower_bound, converged, bounds):
         return tf.logical_and(n_iter < max_iter, tf.logical_not(converged))
 
-    def step(n_iter, posterior, moments, lower_bound, converged, bounds):
+    def step(n_pass, n_iter, posterior, moments, lower_bound, converged, bounds):
+        initialising = tf.logical_and(cold, tf.equal(n_pass, 0))
         statistics = expected_statistics(
             X,
             sample_weight,
@@ -84,6 +84,9 @@ def _coordinate_ascent(
             structure,
             weight_type,
             design_t,
+            layout,
+            resp_init,
+            initialising,
         )
         new_posterior = update_posterior(
             statistics, prior, reg_covar, structure, weight_type
@@ -99,23 +102,28 @@ def _coordinate_ascent(
             weight_type,
         )
         # A non-finite bound means the numbers broke down; stop rather than loop on.
-        finished = tf.logical_or(
-            tf.abs(new_lower_bound - lower_bound) < tol,
-            tf.logical_not(tf.math.is_finite(new_lower_bound)),
+        finished = tf.logical_and(
+            tf.logical_not(initialising),
+            tf.logical_or(
+                tf.abs(new_lower_bound - lower_bound) < tol,
+                tf.logical_not(tf.math.is_finite(new_lower_bound)),
+            ),
         )
         return (
-            n_iter + 1,
+            n_pass + 1,
+            n_iter + tf.where(initialising, 0, 1),
             new_posterior,
             new_moments,
-            new_lower_bound,
+            tf.where(initialising, lower_bound, new_lower_bound),
             finished,
-            bounds.write(n_iter, new_lower_bound),
+            bounds.write(n_pass, new_lower_bound),
         )
 
-    n_iter, posterior, _, lower_bound, converged, lower_bounds = tf.while_loop(
+    _, n_iter, posterior, _, lower_bound, converged, lower_bounds = tf.while_loop(
         keep_going,
         step,
         (
+            tf.constant(0),
             tf.constant(0),
             posterior,
             posterior_moments(posterior, structure),
@@ -124,7 +132,8 @@ def _coordinate_ascent(
             lower_bounds,
         ),
     )
-    return posterior, lower_bounds.stack(), n_iter, converged
+    # The cold start's first pass is not an iteration.
+    return posterior, lower_bounds.stack()[tf.cast(cold, tf.int32) :], n_iter, converged
 
 
 def _unpack_posterior(flat, n_components, n_features, structure):
@@ -165,6 +174,23 @@ def _pack_posterior(posterior):
     call, which small fits feel.
     """
     return np.concatenate([np.ravel(np.asarray(p, np.float64)) for p in posterior])
+
+
+def _prior_as_posterior(prior, n_components, structure):
+    """q(theta) = p(theta) for `n_components` components: a valid posterior.
+
+    A cold start passes it to the loop, which reads only its shapes.
+    """
+    n_factors = structure.n_factors(n_components)
+    scale_inverse = np.asarray(prior.scale_inverse, np.float64)
+    return Posterior(
+        np.ones(n_components),
+        np.full(n_components, float(prior.weight_concentration)),
+        np.full(n_components, float(prior.mean_precision)),
+        np.tile(np.asarray(prior.mean, np.float64), (n_components, 1)),
+        np.full(n_factors, float(prior.degrees_of_freedom)),
+        np.broadcast_to(scale_inverse, (n_factors,) + scale_inverse.shape),
+    )
 
 
 # --------------------------------------------------------------------------------
@@ -252,7 +278,11 @@ def _initial_statistics(X, sample_weight, resp, *, structure, weight_type):
 # Each entry: the graph-building function and its signature for a structure and
 # dtype. All steps are built from the same functions as the loop.
 _STEPS = {
-    "loop": (_coordinate_ascent, _loop_signature),
+    "loop": (functools.partial(_coordinate_ascent, hold_design=True), _loop_signature),
+    "loop_building_design": (
+        functools.partial(_coordinate_ascent, hold_design=False),
+        _loop_signature,
+    ),
     "chunk_statistics": (
         _chunk_statistics,
         lambda structure, dtype: (
@@ -296,8 +326,10 @@ def compiled(step, covariance_type, weight_type, dtype=np.float64):
 
     Parameters
     ----------
-    step : {'loop', 'chunk_statistics', 'initial_statistics', \
-            'update', 'lower_bound'}
+    step : {'loop', 'loop_building_design', 'chunk_statistics', \
+            'initial_statistics', 'update', 'lower_bound'}
+        'loop' holds the design of X across iterations, and
+        'loop_building_design' builds it per block (see `holds_design`).
     covariance_type : {'full', 'tied', 'diag', 'spherical'}
     weight_type : {'dirichlet_process', 'dirichlet_distribution'}
     dtype : numpy dtype, default=np.float64
@@ -381,9 +413,15 @@ def fit_variational_posterior(
     """
     dtype = X.dtype
     warm_start = posterior_init is not None
-    if resp_init is None:
-        resp_init = np.zeros((0, len(posterior_init.means)), dtype)
-    fit = compiled("loop", covariance_type, weight_concentration_prior_type, dtype)
+    structure = COVARIANCE_STRUCTURES[covariance_type]
+    if warm_start:
+        n_components = len(posterior_init.means)
+        resp_init = np.zeros((0, n_components), dtype)
+    else:
+        n_components = resp_init.shape[1]
+        posterior_init = _prior_as_posterior(prior, n_components, structure)
+    step = "loop" if holds_design(*X.shape, structure) else "loop_building_design"
+    fit = compiled(step, covariance_type, weight_concentration_prior_type, dtype)
     settings = np.array(
         [
             prior.weight_concentration,
@@ -404,9 +442,8 @@ def fit_variational_posterior(
         np.asarray(prior.scale_inverse, np.float64),
         settings,
         np.int32(min(max_iter, np.iinfo(np.int32).max)),
+        _pack_posterior(posterior_init),
     ]
-    # A cold start passes an empty posterior; the graph never reads it.
-    args.append(_pack_posterior(posterior_init) if warm_start else np.zeros(0))
     posterior, lower_bounds, n_iter, converged = fit(*args)
     return {
         "posterior": _numpy(Posterior(*posterior)),

@@ -20,6 +20,8 @@
 # small. The bound is checked per block, so a few far outliers or one
 # near-singular component send only the blocks that need it to float64.
 
+from typing import Any, NamedTuple
+
 import numpy as np
 import tensorflow as tf
 
@@ -40,21 +42,49 @@ _MAX_MAHALANOBIS_ERROR = 0.05
 HELD_DESIGN_MAX_ELEMENTS = 2**25
 
 
-def _upper_triangle_indices(n_features):
-    """Rows and columns (i <= j) of the upper triangle, in row-major order.
+class DesignLayout(NamedTuple):
+    """Where each packed second-order feature sits, for a Wishart's design.
 
-    Returns
-    -------
-    rows, cols : int32 Tensor of shape (n_features * (n_features + 1) / 2,)
+    Built once per graph (`design_layout`) and passed down, so that the design,
+    the E-step coefficients and the unpacking of the sums share one set of index
+    ops instead of each building its own: graph size is what a fresh process
+    pays for, in tracing and in TF's first-call set-up.
+
+    rows, cols : int32 Tensor of shape (n_second_order,)
+        (i, j), i <= j, of each packed feature x_i x_j, in row-major order.
+    square : int32 Tensor of shape (n_second_order,)
+        i * n_features + j: the position of (i, j) in a flattened square matrix.
+    packed : int32 Tensor of shape (n_features * n_features,)
+        For each position of a flattened square matrix, its packed feature:
+        both (i, j) and (j, i) read (i, j).
     """
+
+    rows: Any
+    cols: Any
+    square: Any
+    packed: Any
+
+
+def design_layout(n_features, structure):
+    """The `DesignLayout` of a Wishart's design; None for the Gamma family."""
+    if structure.family != "wishart":
+        return None
     # tf.where lists the True entries in row-major order, as one op; a
     # boolean_mask here cost 40-100 ms of tracing per call.
     upper = tf.linalg.band_part(tf.ones([n_features, n_features], tf.bool), 0, -1)
     indices = tf.cast(tf.where(upper), tf.int32)  # [m, 2]
-    return indices[:, 0], indices[:, 1]
+    rows, cols = indices[:, 0], indices[:, 1]
+    square = rows * n_features + cols
+    position = tf.range(tf.shape(rows)[0])
+    packed = tf.tensor_scatter_nd_update(
+        tf.scatter_nd(square[:, None], position, [n_features * n_features]),
+        (cols * n_features + rows)[:, None],
+        position,
+    )
+    return DesignLayout(rows, cols, square, packed)
 
 
-def transposed_design(X, structure):
+def transposed_design(X, structure, layout):
     """The second-order design features of a block of rows, transposed.
 
     Transposed because gathering whole rows of X^T (contiguous) is several times
@@ -64,6 +94,7 @@ def transposed_design(X, structure):
     ----------
     X : Tensor of shape (n_block, n_features)
     structure : CovarianceStructure
+    layout : DesignLayout or None
 
     Returns
     -------
@@ -73,8 +104,7 @@ def transposed_design(X, structure):
     """
     xt = tf.transpose(X)  # [d, b]
     if structure.family == "wishart":
-        rows, cols = _upper_triangle_indices(tf.shape(X)[1])
-        second_order = tf.gather(xt, rows) * tf.gather(xt, cols)  # [m, b]
+        second_order = tf.gather(xt, layout.rows) * tf.gather(xt, layout.cols)
     elif structure.scale_inverse_rank == 1:
         second_order = xt * xt
     else:
@@ -82,55 +112,46 @@ def transposed_design(X, structure):
     return tf.concat([second_order, xt], axis=0)
 
 
-def held_design(X, structure):
-    """The float64 design of all rows of X, by blocks, when it fits the budget.
+def holds_design(n_samples, n_features, structure):
+    """Whether a full-batch fit of this size holds its design (`held_design`).
+
+    Decided in NumPy per fit, so that each compiled loop has only the one way of
+    getting a block's design that it uses: a graph with both cost a fresh
+    process about a tenth more tracing and first-call set-up.
+    """
+    return n_samples * _n_design(n_features, structure) <= HELD_DESIGN_MAX_ELEMENTS
+
+
+def held_design(X, structure, layout):
+    """The float64 design of all rows of X, by blocks, to hold across iterations.
 
     Stored as one (n_design, BLOCK_SIZE) slab per block of rows, so that each
     block reads a contiguous slab, the layout the per-block GEMMs want.
 
     Returns
     -------
-    design_t : Tensor of shape (n_blocks, n_design, BLOCK_SIZE), or \
-            (0, n_design, BLOCK_SIZE)
-        `transposed_design` of every row, zero-padded to whole blocks, or
-        nothing to hold.
+    design_t : Tensor of shape (n_blocks, n_design, BLOCK_SIZE)
+        `transposed_design` of every row, zero-padded to whole blocks.
     """
-    n_samples, n_features = tf.shape(X)[0], tf.shape(X)[1]
-    n_design = _n_design(n_features, structure)
+    n_samples = tf.shape(X)[0]
     n_blocks = (n_samples + BLOCK_SIZE - 1) // BLOCK_SIZE
-
-    def build():
-        padded = tf.pad(
-            tf.cast(X, tf.float64), [[0, n_blocks * BLOCK_SIZE - n_samples], [0, 0]]
-        )
-        design_t = transposed_design(padded, structure)  # [m, n_blocks * B]
-        slabs = tf.reshape(design_t, [n_design, n_blocks, BLOCK_SIZE])
-        return tf.transpose(slabs, [1, 0, 2])
-
-    return tf.cond(
-        n_samples * n_design <= HELD_DESIGN_MAX_ELEMENTS,
-        build,
-        lambda: tf.zeros([0, n_design, BLOCK_SIZE], tf.float64),
+    padded = tf.pad(
+        tf.cast(X, tf.float64), [[0, n_blocks * BLOCK_SIZE - n_samples], [0, 0]]
     )
+    design_t = transposed_design(padded, structure, layout)  # [m, n_blocks * B]
+    slabs = tf.reshape(design_t, [tf.shape(design_t)[0], n_blocks, BLOCK_SIZE])
+    return tf.transpose(slabs, [1, 0, 2])
 
 
-def _block_design(X, design_t, start, size, structure):
+def _block_design(X, design_t, start, size, structure, layout):
     """The float64 design of rows start:start + size, held or built now."""
-
-    def built():
-        block = tf.cast(tf.slice(X, [start, 0], [size, -1]), tf.float64)
-        return transposed_design(block, structure)
-
-    if design_t is None:
-        return built()
-    return tf.cond(
-        tf.shape(design_t)[0] > 0,
-        lambda: design_t[start // BLOCK_SIZE][:, :size],
-        built,
-    )
+    if design_t is not None:
+        return design_t[start // BLOCK_SIZE][:, :size]
+    block = tf.cast(tf.slice(X, [start, 0], [size, -1]), tf.float64)
+    return transposed_design(block, structure, layout)
 
 
-def mahalanobis_coefficients(means, moments, structure):
+def mahalanobis_coefficients(means, moments, structure, layout):
     """c_k and b_k with E[(x - m_k)^T Lambda_k (x - m_k)] = d(x) . c_k + b_k.
 
     (x - m)^T A (x - m) = x^T A x - 2 x^T A m + m^T A m, with A = E[Lambda_k].
@@ -142,17 +163,15 @@ def mahalanobis_coefficients(means, moments, structure):
     coefficients : Tensor of shape (n_components, n_design)
     constant : Tensor of shape (n_components,)
     """
-    n_components, n_features = tf.shape(means)[0], tf.shape(means)[1]
     precision = moments.expected_precision
     if structure.family == "wishart":
-        rows, cols = _upper_triangle_indices(n_features)
         packed = tf.gather(
-            tf.reshape(precision, [tf.shape(precision)[0], -1]),
-            rows * n_features + cols,
-            axis=1,
+            tf.reshape(precision, [tf.shape(precision)[0], -1]), layout.square, axis=1
         )  # [f, m]
-        packed *= tf.cast(tf.where(rows == cols, 1.0, 2.0), packed.dtype)[None, :]
-        second_order = tf.broadcast_to(packed, [n_components, tf.shape(packed)[1]])
+        packed *= tf.cast(tf.where(layout.rows == layout.cols, 1.0, 2.0), packed.dtype)
+        second_order = tf.broadcast_to(
+            packed, [tf.shape(means)[0], tf.shape(packed)[1]]
+        )
     elif structure.scale_inverse_rank == 1:
         second_order = precision
     else:
@@ -162,7 +181,9 @@ def mahalanobis_coefficients(means, moments, structure):
     return coefficients, tf.reduce_sum(precision_means * means, axis=1)
 
 
-def unpack_statistics(counts, design_moments, resp_entropy, n_features, structure):
+def unpack_statistics(
+    counts, design_moments, resp_entropy, n_features, structure, layout
+):
     """Statistics from the weighted sums of the design features.
 
     Parameters
@@ -171,6 +192,9 @@ def unpack_statistics(counts, design_moments, resp_entropy, n_features, structur
     design_moments : Tensor of shape (n_components, n_design)
         sum_n w_n r_nk d(x_n).
     resp_entropy : scalar Tensor
+    n_features : scalar int32 Tensor
+    structure : CovarianceStructure
+    layout : DesignLayout or None
 
     Returns
     -------
@@ -180,17 +204,9 @@ def unpack_statistics(counts, design_moments, resp_entropy, n_features, structur
     first_moment = design_moments[:, n_second_order:]  # [k, d]
     second_order = design_moments[:, :n_second_order]  # [k, m]
     if structure.family == "wishart":
-        rows, cols = _upper_triangle_indices(n_features)
-        # Both (i, j) and (j, i) of the square matrix read packed column (i, j).
-        position = tf.range(n_second_order)
-        index = tf.scatter_nd(
-            (rows * n_features + cols)[:, None], position, [n_features * n_features]
-        )
-        index = tf.tensor_scatter_nd_update(
-            index, (cols * n_features + rows)[:, None], position
-        )
         second_moment = tf.reshape(
-            tf.gather(second_order, index, axis=1), [-1, n_features, n_features]
+            tf.gather(second_order, layout.packed, axis=1),
+            [-1, n_features, n_features],
         )
         if structure.shared:
             second_moment = tf.reduce_sum(second_moment, axis=0, keepdims=True)
@@ -249,24 +265,39 @@ def _responsibilities(design_t, coefficients, constant, offset):
     return unnormalised / total, shifted - tf.math.log(total)
 
 
-def _sum_weighted_design(design_t, sample_weight, resp):
-    """N_k and sum_n w_n r_kn d(x_n) of one block, in float64.
+def _given_responsibilities(resp, start, size):
+    """Rows start:start + size of given responsibilities, as r_kn and log r_kn."""
+    resp_block = tf.transpose(
+        tf.cast(tf.slice(resp, [start, 0], [size, -1]), tf.float64)
+    )  # [k, b]
+    return resp_block, tf.math.log(resp_block)
+
+
+def _block_statistics(design_t, sample_weight, resp, log_resp):
+    """N_k, sum_n w_n r_kn d(x_n) and -sum_nk w_n r_kn log r_kn of one block.
 
     Parameters
     ----------
-    design_t : Tensor of shape (n_design, n_block)
+    design_t : Tensor of shape (n_design, n_block), float64
     sample_weight : Tensor of shape (n_block,)
-    resp : Tensor of shape (n_components, n_block)
+    resp, log_resp : Tensor of shape (n_components, n_block), float64
 
     Returns
     -------
     counts : Tensor of shape (n_components,)
     design_moments : Tensor of shape (n_components, n_design)
+    entropy : scalar Tensor
     """
     weighted_resp = resp * sample_weight[None, :]  # [k, b]
     # d^T (w r)^T transposes only the small [k, b] operand.
     design_moments = tf.linalg.matmul(design_t, weighted_resp, transpose_b=True)
-    return tf.reduce_sum(weighted_resp, axis=1), tf.transpose(design_moments)
+    # 0 log 0 = 0: hard initial assignments have zero entropy.
+    entropy = -tf.reduce_sum(tf.math.multiply_no_nan(log_resp, weighted_resp))
+    return (
+        tf.reduce_sum(weighted_resp, axis=1),
+        tf.transpose(design_moments),
+        entropy,
+    )
 
 
 def _zero_totals(n_components, n_design):
@@ -294,6 +325,9 @@ def expected_statistics(
     structure,
     weight_type,
     design_t=None,
+    layout=None,
+    resp_init=None,
+    use_resp_init=None,
 ):
     """E-step under q(theta), then the statistics of q(z), over the rows of X.
 
@@ -306,6 +340,12 @@ def expected_statistics(
     reg_covar : scalar float64 Tensor
     design_t : Tensor, default=None
         `held_design(X)`, when the caller holds it across iterations.
+    layout : DesignLayout, default=None
+        `design_layout`, when the caller has built it.
+    resp_init : Tensor of shape (n_samples, n_components), default=None
+        Responsibilities that replace the E-step when `use_resp_init` is true:
+        the full-batch loop's first pass from a cold start runs through here.
+    use_resp_init : scalar bool Tensor, default=None
 
     Returns
     -------
@@ -313,8 +353,10 @@ def expected_statistics(
         float64, with the weighted entropy -sum_nk w_n r_nk log r_nk.
     """
     n_samples, n_features = tf.shape(X)[0], tf.shape(X)[1]
+    if layout is None:
+        layout = design_layout(n_features, structure)
     coefficients, constant = mahalanobis_coefficients(
-        posterior.means, moments, structure
+        posterior.means, moments, structure, layout
     )  # [k, m], [k]
     offset = log_rho_offset(posterior, moments, reg_covar, weight_type)  # [k]
     compute_dtype = X.dtype
@@ -336,12 +378,11 @@ def expected_statistics(
 
     def statistics_of_block(start, size):
         weight = tf.slice(sample_weight, [start], [size])
-        design_sum = _block_design(X, design_t, start, size, structure)  # [m, b]
+        design_sum = _block_design(X, design_t, start, size, structure, layout)
 
-        def high():
-            return _responsibilities(design_sum, coefficients, constant, offset)
-
-        if low_precision:
+        def e_step():
+            if not low_precision:
+                return _responsibilities(design_sum, coefficients, constant, offset)
             # ||x||^2 is the sum of the design's x rows squared.
             squared_norm = tf.reduce_max(
                 tf.reduce_sum(tf.square(design_sum[-n_features:]), axis=0)
@@ -354,26 +395,31 @@ def expected_statistics(
                 )
                 return tf.cast(resp, tf.float64), tf.cast(log_resp, tf.float64)
 
-            resp, log_resp = tf.cond(
+            return tf.cond(
                 error_per_design_norm * design_norm < _MAX_MAHALANOBIS_ERROR,
                 in_compute_dtype,
-                high,
+                lambda: _responsibilities(design_sum, coefficients, constant, offset),
             )
+
+        if resp_init is None:
+            resp, log_resp = e_step()
         else:
-            resp, log_resp = high()
-        counts, design_moments = _sum_weighted_design(design_sum, weight, resp)
-        entropy = -tf.reduce_sum(weight[None, :] * resp * log_resp)
-        return counts, design_moments, entropy
+            resp, log_resp = tf.cond(
+                use_resp_init,
+                lambda: _given_responsibilities(resp_init, start, size),
+                e_step,
+            )
+        return _block_statistics(design_sum, weight, resp, log_resp)
 
     totals = _sum_over_blocks(
         n_samples,
         statistics_of_block,
         _zero_totals(tf.shape(coefficients)[0], tf.shape(coefficients)[1]),
     )
-    return unpack_statistics(*totals, n_features, structure)
+    return unpack_statistics(*totals, n_features, structure, layout)
 
 
-def responsibility_statistics(X, sample_weight, resp, structure, design_t=None):
+def responsibility_statistics(X, sample_weight, resp, structure):
     """The statistics of given responsibilities (an initialisation), by blocks.
 
     Parameters
@@ -381,8 +427,6 @@ def responsibility_statistics(X, sample_weight, resp, structure, design_t=None):
     X : Tensor of shape (n_samples, n_features), float32 or float64
     sample_weight : Tensor of shape (n_samples,), float64
     resp : Tensor of shape (n_samples, n_components)
-    design_t : Tensor, default=None
-        `held_design(X)`, when the caller holds it.
 
     Returns
     -------
@@ -390,23 +434,19 @@ def responsibility_statistics(X, sample_weight, resp, structure, design_t=None):
         float64, with the weighted entropy of `resp`.
     """
     n_samples, n_features = tf.shape(X)[0], tf.shape(X)[1]
+    layout = design_layout(n_features, structure)
 
     def statistics_of_block(start, size):
-        weight = tf.slice(sample_weight, [start], [size])
-        resp_block = tf.transpose(
-            tf.cast(tf.slice(resp, [start, 0], [size, -1]), tf.float64)
-        )  # [k, b]
-        counts, design_moments = _sum_weighted_design(
-            _block_design(X, design_t, start, size, structure), weight, resp_block
+        design = _block_design(X, None, start, size, structure, layout)
+        return _block_statistics(
+            design,
+            tf.slice(sample_weight, [start], [size]),
+            *_given_responsibilities(resp, start, size),
         )
-        # 0 log 0 = 0: hard initial assignments have zero entropy.
-        plogp = tf.math.multiply_no_nan(tf.math.log(resp_block), resp_block)
-        entropy = -tf.reduce_sum(weight[None, :] * plogp)
-        return counts, design_moments, entropy
 
     totals = _sum_over_blocks(
         n_samples,
         statistics_of_block,
         _zero_totals(tf.shape(resp)[1], _n_design(n_features, structure)),
     )
-    return unpack_statistics(*totals, n_features, structure)
+    return unpack_statistics(*totals, n_features, structure, layout)

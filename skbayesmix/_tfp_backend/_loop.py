@@ -9,6 +9,7 @@ import tensorflow as tf
 from skbayesmix._state import COVARIANCE_STRUCTURES, Posterior, Prior, Statistics
 from skbayesmix._tfp_backend._maths import (
     evidence_lower_bound,
+    log_rho_offset,
     posterior_moments,
     update_posterior,
 )
@@ -68,21 +69,26 @@ def _coordinate_ascent(
     )
     lower_bounds = tf.TensorArray(tf.float64, size=0, dynamic_size=True)
 
-    # The moments of q(theta) feed both the ELBO of one iteration and the E-step of
-    # the next, so they travel in the loop state and are computed once.
-    def keep_going(n_pass, n_iter, posterior, moments, lower_bound, converged, bounds):
+    # The moments and offsets of q(theta) feed both the ELBO of one iteration and
+    # the E-step of the next, so they travel in the loop state and are computed
+    # once per q(theta).
+    def expectations(posterior):
+        moments = posterior_moments(posterior, structure)
+        return moments, log_rho_offset(posterior, moments, reg_covar, weight_type)
+
+    def keep_going(n_pass, n_iter, posterior, expected, lower_bound, converged, _):
         return tf.logical_and(n_iter < max_iter, tf.logical_not(converged))
 
-    def step(n_pass, n_iter, posterior, moments, lower_bound, converged, bounds):
+    def step(n_pass, n_iter, posterior, expected, lower_bound, converged, bounds):
         initialising = tf.logical_and(cold, tf.equal(n_pass, 0))
+        moments, offset = expected
         statistics = expected_statistics(
             X,
             sample_weight,
             posterior,
             moments,
-            reg_covar,
+            offset,
             structure,
-            weight_type,
             design_t,
             layout,
             resp_init,
@@ -91,13 +97,12 @@ def _coordinate_ascent(
         new_posterior = update_posterior(
             statistics, prior, reg_covar, structure, weight_type
         )
-        new_moments = posterior_moments(new_posterior, structure)
+        new_expected = expectations(new_posterior)
         new_lower_bound = evidence_lower_bound(
             statistics,
             new_posterior,
-            new_moments,
+            *new_expected,
             prior,
-            reg_covar,
             structure,
             weight_type,
         )
@@ -113,7 +118,7 @@ def _coordinate_ascent(
             n_pass + 1,
             n_iter + tf.where(initialising, 0, 1),
             new_posterior,
-            new_moments,
+            new_expected,
             tf.where(initialising, lower_bound, new_lower_bound),
             finished,
             bounds.write(n_pass, new_lower_bound),
@@ -126,7 +131,7 @@ def _coordinate_ascent(
             tf.constant(0),
             tf.constant(0),
             posterior,
-            posterior_moments(posterior, structure),
+            expectations(posterior),
             lower_bound_init,
             tf.constant(False),
             lower_bounds,
@@ -255,9 +260,8 @@ def _chunk_statistics(
     X, sample_weight, posterior, reg_covar, *, structure, weight_type
 ):
     moments = posterior_moments(posterior, structure)
-    return expected_statistics(
-        X, sample_weight, posterior, moments, reg_covar, structure, weight_type
-    )
+    offset = log_rho_offset(posterior, moments, reg_covar, weight_type)
+    return expected_statistics(X, sample_weight, posterior, moments, offset, structure)
 
 
 def _update(prior, statistics, reg_covar, *, structure, weight_type):
@@ -266,8 +270,9 @@ def _update(prior, statistics, reg_covar, *, structure, weight_type):
 
 def _lower_bound(prior, posterior, statistics, reg_covar, *, structure, weight_type):
     moments = posterior_moments(posterior, structure)
+    offset = log_rho_offset(posterior, moments, reg_covar, weight_type)
     return evidence_lower_bound(
-        statistics, posterior, moments, prior, reg_covar, structure, weight_type
+        statistics, posterior, moments, offset, prior, structure, weight_type
     )
 
 

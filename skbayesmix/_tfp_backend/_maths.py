@@ -399,6 +399,10 @@ def log_rho_offset(posterior, moments, reg_covar, weight_type):
     offset_k = E[log pi_k] + E[log|Lambda_k|] / 2 - D log(2 pi) / 2 - D / (2 beta_k)
                - reg_covar E[tr Lambda_k] / 2
 
+    so that E[log pi_k + log N(x_n | mu_k, Lambda_k^-1)]
+    = offset_k - (x_n - m_k)^T E[Lambda_k] (x_n - m_k) / 2. The E-step and the
+    ELBO both use it, and the loop computes it once per q(theta).
+
     Returns
     -------
     offset : Tensor of shape (n_components,)
@@ -408,33 +412,21 @@ def log_rho_offset(posterior, moments, reg_covar, weight_type):
     log_weights = expected_log_weights(
         posterior.concentration_a, posterior.concentration_b, weight_type
     )
-    return (
-        log_weights
-        + 0.5 * moments.expected_log_det
-        - 0.5 * dims * _LOG_2PI
-        - 0.5 * dims / beta
-        - 0.5 * reg_covar * moments.expected_trace
+    return log_weights + 0.5 * (
+        moments.expected_log_det
+        - dims * (_LOG_2PI + 1.0 / beta)
+        - reg_covar * moments.expected_trace
     )
 
 
-def expected_log_likelihood(statistics, posterior, moments, reg_covar, structure):
-    """sum_nk w_n r_nk E_q[log N(x_n | mu_k, Lambda_k^-1)], from the statistics.
+def expected_quadratic(statistics, posterior, moments, structure):
+    """sum_nk w_n r_nk (x_n - m_k)^T E[Lambda_k] (x_n - m_k), from the statistics.
 
-    With C_k = sum_n w_n r_nk (x_n - m_k)(x_n - m_k)^T::
-
-        sum_k N_k (E[log|Lambda_k|] - D log(2 pi) - D / beta_k
-                   - reg_covar E[tr Lambda_k]) / 2 - tr(E[Lambda_k] C_k) / 2
+    It is tr(E[Lambda_k] C_k) summed over k, with the scatter about the posterior
+    means C_k = sum_n w_n r_nk (x_n - m_k)(x_n - m_k)^T.
     """
     counts, first_moment, second_moment = statistics[:3]
-    beta, means = posterior.mean_precision, posterior.means
-    n_features = tf.shape(means)[1]
-    dims = tf.cast(n_features, means.dtype)
-    per_count = (
-        moments.expected_log_det
-        - dims * _LOG_2PI
-        - dims / beta
-        - reg_covar * moments.expected_trace
-    )  # [k]
+    means = posterior.means
     # C_k in the structure's shape (for 'spherical', tr(C_k) / D).
     scatter = (
         second_moment
@@ -442,10 +434,11 @@ def expected_log_likelihood(statistics, posterior, moments, reg_covar, structure
         - structured_outer(means, first_moment, structure)
         + structured_outer(counts[:, None] * means, means, structure)
     )
-    observations = tf.cast(structure.observations_per_precision(n_features), dims.dtype)
+    observations = structure.observations_per_precision(tf.shape(means)[1])
     # tr(E[Lambda] C) is the elementwise sum, as both are symmetric.
-    quadratic = observations * tf.reduce_sum(moments.expected_precision * scatter)
-    return 0.5 * tf.reduce_sum(counts * per_count) - 0.5 * quadratic
+    return tf.cast(observations, means.dtype) * tf.reduce_sum(
+        moments.expected_precision * scatter
+    )
 
 
 # The Beta, Dirichlet and Gamma KLs are written here in closed form rather than
@@ -581,28 +574,32 @@ def components_kl(posterior, moments, prior, structure):
 
 
 def evidence_lower_bound(
-    statistics, posterior, moments, prior, reg_covar, structure, weight_type
+    statistics, posterior, moments, offset, prior, structure, weight_type
 ):
     """ELBO with every constant, so it bounds log p(X) and compares across K.
 
-    ELBO = sum_nk w_n r_nk E[log N(x_n | mu_k, Lambda_k^-1)]
-           + sum_k N_k E[log pi_k] - sum_nk w_n r_nk log r_nk
+    ELBO = sum_nk w_n r_nk E[log pi_k + log N(x_n | mu_k, Lambda_k^-1)]
+           - sum_nk w_n r_nk log r_nk
            - KL(q(pi) || p(pi)) - sum_k KL(q(mu_k, Lambda_k) || p(mu_k, Lambda_k))
+
+    whose first sum is sum_k N_k offset_k - `expected_quadratic` / 2.
 
     For the Dirichlet process the K sticks are a nested truncation: components
     past K keep their prior and get no responsibility, so this still bounds the
     evidence of the infinite mixture.
 
+    Parameters
+    ----------
+    offset : Tensor of shape (n_components,)
+        `log_rho_offset` of `posterior`.
+
     Returns
     -------
     elbo : scalar Tensor
     """
-    log_weights = expected_log_weights(
-        posterior.concentration_a, posterior.concentration_b, weight_type
-    )
     return (
-        expected_log_likelihood(statistics, posterior, moments, reg_covar, structure)
-        + tf.reduce_sum(statistics.counts * log_weights)
+        tf.reduce_sum(statistics.counts * offset)
+        - 0.5 * expected_quadratic(statistics, posterior, moments, structure)
         + statistics.resp_entropy
         - weights_kl(posterior, prior.weight_concentration, weight_type)
         - components_kl(posterior, moments, prior, structure)

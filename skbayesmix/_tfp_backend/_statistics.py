@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from skbayesmix._state import Statistics
-from skbayesmix._tfp_backend._maths import log_rho_offset, precision_times
+from skbayesmix._tfp_backend._maths import precision_times
 
 # Rows per block: the [block, n_components] temporaries stay in cache, and the
 # two GEMMs per block are still large enough to run at full speed.
@@ -321,9 +321,8 @@ def expected_statistics(
     sample_weight,
     posterior,
     moments,
-    reg_covar,
+    offset,
     structure,
-    weight_type,
     design_t=None,
     layout=None,
     resp_init=None,
@@ -337,7 +336,8 @@ def expected_statistics(
     sample_weight : Tensor of shape (n_samples,), float64
     posterior : Posterior of float64 Tensors
     moments : PrecisionMoments of `posterior`, float64
-    reg_covar : scalar float64 Tensor
+    offset : Tensor of shape (n_components,), float64
+        `log_rho_offset` of `posterior`.
     design_t : Tensor, default=None
         `held_design(X)`, when the caller holds it across iterations.
     layout : DesignLayout, default=None
@@ -358,7 +358,6 @@ def expected_statistics(
     coefficients, constant = mahalanobis_coefficients(
         posterior.means, moments, structure, layout
     )  # [k, m], [k]
-    offset = log_rho_offset(posterior, moments, reg_covar, weight_type)  # [k]
     compute_dtype = X.dtype
     low_precision = compute_dtype != tf.float64
     if low_precision:

@@ -130,6 +130,7 @@ PHASES_SCRIPT = textwrap.dedent(
     import tensorflow_probability
     mark("import tensorflow_probability")
     from skbayesmix import _tfp_backend as backend
+    from skbayesmix._state import Prior
     mark("rest of the backend import (device listing)")
     if not {grappler}:
         tf.config.optimizer.set_experimental_options(
@@ -149,12 +150,16 @@ PHASES_SCRIPT = textwrap.dedent(
     concrete = fn.get_concrete_function()
     mark("trace full/DP: Python -> graph")
     resp = np.eye(3)[rng.randint(3, size=len(X))]
-    args = [X, np.ones(len(X)), resp, X.mean(0), np.cov(X.T),
-            np.array([1 / 3, 1, 2, 1e-6, 1e-3, -np.inf, 0]), np.int32(100),
-            np.zeros(0)]
-    fn(*args)
+    prior = Prior(1 / 3, 1.0, X.mean(0), 2.0, np.cov(X.T))
+    def call():
+        backend.fit_variational_posterior(
+            X, resp, prior, covariance_type="full",
+            weight_concentration_prior_type="dirichlet_process",
+            reg_covar=1e-6, tol=1e-3, max_iter=100,
+        )
+    call()
     mark("first call (graph optimisation, kernel set-up, run)")
-    fn(*args)
+    call()
     mark("second call (run only)")
     vgm = VariationalGaussianMixture(n_components=3, random_state=0).fit(X)
     mark("estimator fit, full/DP, already traced")

@@ -172,7 +172,7 @@ PHASES_SCRIPT = textwrap.dedent(
     ).fit(X)
     mark("estimator fit, diag (a new trace + first call)")
     vgm.set_params(warm_start=True).fit(X)
-    mark("warm_start fit (its own trace + first call)")
+    mark("warm_start fit (same trace as the cold fits)")
     vgm.fit(X)
     mark("warm_start fit again")
     graph = concrete.graph.as_graph_def()

@@ -240,23 +240,32 @@ def _sum_over_blocks(n_samples, statistics_of_block, initial):
     return totals
 
 
-def _responsibilities(design_t, coefficients, constant, offset):
-    """E-step of one block: r_kn and log r_kn, in the dtype of its inputs.
-
-    log rho_kn = offset_k - (c_k . d(x_n) + b_k) / 2,
-    log r_kn = log rho_kn - logsumexp_k log rho_kn
+def _mahalanobis(design_t, coefficients, constant):
+    """d(x_n) . c_k + b_k of one block, in the dtype of its inputs.
 
     Components run along the first axis: with the design transposed, c @ d^T
     then needs no transposed operand, which measured faster for 'full'.
 
     Returns
     -------
-    resp, log_resp : Tensor of shape (n_components, n_block)
+    mahalanobis : Tensor of shape (n_components, n_block)
     """
-    mahalanobis = tf.linalg.matmul(coefficients, design_t)  # [k, b]
     # b_k joins the quadratic before the offset: in float32, folding it into the
     # offset first measurably moved the ELBO.
-    log_rho = offset[:, None] - 0.5 * (mahalanobis + constant[:, None])
+    return tf.linalg.matmul(coefficients, design_t) + constant[:, None]
+
+
+def _responsibilities(mahalanobis, offset):
+    """E-step of one block: r_kn and log r_kn, in float64.
+
+    log rho_kn = offset_k - mahalanobis_kn / 2,
+    log r_kn = log rho_kn - logsumexp_k log rho_kn
+
+    Returns
+    -------
+    resp, log_resp : Tensor of shape (n_components, n_block)
+    """
+    log_rho = offset[:, None] - 0.5 * mahalanobis
     # One exp per element serves both r and log r (log_softmax and then exp
     # would take two, which large fits feel).
     shifted = log_rho - tf.reduce_max(log_rho, axis=0, keepdims=True)
@@ -361,11 +370,7 @@ def expected_statistics(
     compute_dtype = X.dtype
     low_precision = compute_dtype != tf.float64
     if low_precision:
-        low = (
-            tf.cast(coefficients, compute_dtype),
-            tf.cast(constant, compute_dtype),
-            tf.cast(offset, compute_dtype),
-        )
+        low = (tf.cast(coefficients, compute_dtype), tf.cast(constant, compute_dtype))
         n_design = tf.cast(tf.shape(coefficients)[1], tf.float64)
         # |fl(d . c) - d . c| <~ (1 + sqrt(m)) eps ||d|| ||c||, and
         # ||d(x)||^2 <= ||x||^4 + ||x||^2 for every structure's design.
@@ -379,26 +384,28 @@ def expected_statistics(
         weight = tf.slice(sample_weight, [start], [size])
         design_sum = _block_design(X, design_t, start, size, structure, layout)
 
-        def e_step():
+        def mahalanobis():
             if not low_precision:
-                return _responsibilities(design_sum, coefficients, constant, offset)
+                return _mahalanobis(design_sum, coefficients, constant)
             # ||x||^2 is the sum of the design's x rows squared.
             squared_norm = tf.reduce_max(
                 tf.reduce_sum(tf.square(design_sum[-n_features:]), axis=0)
             )
             design_norm = tf.sqrt(squared_norm * squared_norm + squared_norm)
 
-            def in_compute_dtype():
-                resp, log_resp = _responsibilities(
-                    tf.cast(design_sum, compute_dtype), *low
-                )
-                return tf.cast(resp, tf.float64), tf.cast(log_resp, tf.float64)
-
+            # Only the GEMM runs in the compute dtype. TF's vectorised float32 exp
+            # rounds a block's ragged tail differently, so a float32 softmax made
+            # a row's r depend, by an ulp, on where its block ended.
             return tf.cond(
                 error_per_design_norm * design_norm < _MAX_MAHALANOBIS_ERROR,
-                in_compute_dtype,
-                lambda: _responsibilities(design_sum, coefficients, constant, offset),
+                lambda: tf.cast(
+                    _mahalanobis(tf.cast(design_sum, compute_dtype), *low), tf.float64
+                ),
+                lambda: _mahalanobis(design_sum, coefficients, constant),
             )
+
+        def e_step():
+            return _responsibilities(mahalanobis(), offset)
 
         if resp_init is None:
             resp, log_resp = e_step()

@@ -1,12 +1,15 @@
 """The one E-step: statistics of a chunk of rows, by blocks, as two GEMMs per block."""
 
 # Per block of rows the E-step and the statistics are both GEMMs against the
-# block's second-order design features d(x) (the packed upper triangle of x x^T
-# and x for 'full' and 'tied'; x * x and x for 'diag'; ||x||^2 and x for
-# 'spherical'):
+# block's design features d(x), second-order features of x_a = [x, 1]: each
+# product x_a[i] x_a[j], i <= j, for 'full' and 'tied'; x * x, x and 1 for
+# 'diag'; ||x||^2, x and 1 for 'spherical':
 #
-#   E[(x - m_k)^T Lambda_k (x - m_k)] = d(x) . c_k + b_k            (E-step)
+#   E[(x - m_k)^T Lambda_k (x - m_k)] = d(x) . c_k                  (E-step)
 #   sum_n w_n r_nk d(x_n)                                            (statistics)
+#
+# The constant feature carries m_k^T E[Lambda_k] m_k into the E-step GEMM and
+# N_k out of the statistics GEMM.
 #
 # A full-batch fit builds the design once, in one slab per block, when it fits
 # HELD_DESIGN_MAX_ELEMENTS; otherwise, and for chunks fed one at a time, it is
@@ -14,7 +17,8 @@
 #
 # Precision. Sums over samples are float64 whatever X's dtype: float32 sums over
 # 1e5+ rows lose the digits that the scatter (second moment minus squared mean)
-# and the convergence test need. The E-step GEMM runs in X's dtype, except where
+# and the convergence test need. The design is built in float64, where x_i x_j
+# of float32 inputs is exact. The E-step GEMM runs in X's dtype, except where
 # the float32 expansion d(x) . c_k could lose more than _MAX_MAHALANOBIS_ERROR:
 # an ill-conditioned E[Lambda] makes the terms of d . c large while their sum is
 # small. The bound is checked per block, so a few far outliers or one
@@ -43,25 +47,35 @@ HELD_DESIGN_MAX_ELEMENTS = 2**25
 
 
 class DesignLayout(NamedTuple):
-    """Where each packed second-order feature sits, for a Wishart's design.
+    """Which products x_a[i] x_a[j] of x_a = [x, 1] a Wishart's design holds.
+
+    The pairs come in windows: window s holds (i, (i + s) mod n) for every i < n,
+    n = n_features + 1, s = 0, ..., n // 2. That is every pair i <= j once, in
+    one order or the other, except that for an even n the last window holds its
+    n / 2 pairs twice. Because each window's first factors are x_a itself, the
+    design is one gather and one broadcast product; the row-major packed
+    triangle took two gathers and a concat, twice as long on 1e6 x 16.
 
     Built once per graph (`design_layout`) and passed down, so that the design,
     the E-step coefficients and the unpacking of the sums share one set of index
     ops instead of each building its own: graph size is what a fresh process
     pays for, in tracing and in TF's first-call set-up.
 
-    rows, cols : int32 Tensor of shape (n_second_order,)
-        (i, j), i <= j, of each packed feature x_i x_j, in row-major order.
-    square : int32 Tensor of shape (n_second_order,)
-        i * n_features + j: the position of (i, j) in a flattened square matrix.
-    packed : int32 Tensor of shape (n_features * n_features,)
-        For each position of a flattened square matrix, its packed feature:
-        both (i, j) and (j, i) read (i, j).
+    partners : int32 Tensor of shape (n_design,)
+        j of each feature x_a[i] x_a[j], window by window.
+    square : int32 Tensor of shape (n_design,)
+        i * n + j: the position of (i, j) in a flattened n x n matrix.
+    multiplicity : float64 Tensor of shape (n_design,)
+        How many entries of a symmetric n x n matrix the feature stands for: 1
+        on the diagonal, 2 off it, 0 for the second copy of a pair.
+    packed : int32 Tensor of shape (n * n,)
+        For each position of a flattened n x n matrix, the first feature that
+        holds it: (i, j) and (j, i) read the same one.
     """
 
-    rows: Any
-    cols: Any
+    partners: Any
     square: Any
+    multiplicity: Any
     packed: Any
 
 
@@ -69,23 +83,28 @@ def design_layout(n_features, structure):
     """The `DesignLayout` of a Wishart's design; None for the Gamma family."""
     if structure.family != "wishart":
         return None
-    # tf.where lists the True entries in row-major order, as one op; a
-    # boolean_mask here cost 40-100 ms of tracing per call.
-    upper = tf.linalg.band_part(tf.ones([n_features, n_features], tf.bool), 0, -1)
-    indices = tf.cast(tf.where(upper), tf.int32)  # [m, 2]
-    rows, cols = indices[:, 0], indices[:, 1]
-    square = rows * n_features + cols
-    position = tf.range(tf.shape(rows)[0])
-    packed = tf.tensor_scatter_nd_update(
-        tf.scatter_nd(square[:, None], position, [n_features * n_features]),
-        (cols * n_features + rows)[:, None],
-        position,
+    n_augmented = n_features + 1
+    n_windows = n_augmented // 2 + 1
+    shifts = tf.range(n_windows)[:, None]  # [w, 1]
+    rows = tf.broadcast_to(tf.range(n_augmented)[None, :], [n_windows, n_augmented])
+    cols = (rows + shifts) % n_augmented
+    repeated = tf.logical_and(2 * shifts == n_augmented, rows >= shifts)
+    rows, cols, repeated = (tf.reshape(a, [-1]) for a in (rows, cols, repeated))
+    multiplicity = tf.cast(
+        tf.where(repeated, 0.0, tf.where(rows == cols, 1.0, 2.0)), tf.float64
     )
-    return DesignLayout(rows, cols, square, packed)
+    position = tf.range(tf.shape(rows)[0])
+    # A second copy comes after the first, so the smallest position is the first.
+    packed = tf.math.unsorted_segment_min(
+        tf.concat([position, position], axis=0),
+        tf.concat([rows * n_augmented + cols, cols * n_augmented + rows], axis=0),
+        n_augmented * n_augmented,
+    )
+    return DesignLayout(cols, rows * n_augmented + cols, multiplicity, packed)
 
 
 def transposed_design(X, structure, layout):
-    """The second-order design features of a block of rows, transposed.
+    """The design features of a block of rows, transposed.
 
     Transposed because gathering whole rows of X^T (contiguous) is several times
     faster than gathering columns of X.
@@ -99,17 +118,24 @@ def transposed_design(X, structure, layout):
     Returns
     -------
     design_t : Tensor of shape (n_design, n_block)
-        [x_i x_j for i <= j; x] for a Wishart, [x * x; x] for 'diag',
-        [||x||^2; x] for 'spherical'.
+        x_a[i] x_a[j] in `layout`'s order for a Wishart, [x * x; x; 1] for
+        'diag', [||x||^2; x; 1] for 'spherical'.
     """
+    n_block = tf.shape(X)[0]
     xt = tf.transpose(X)  # [d, b]
+    ones = tf.ones([1, n_block], X.dtype)
     if structure.family == "wishart":
-        second_order = tf.gather(xt, layout.rows) * tf.gather(xt, layout.cols)
-    elif structure.scale_inverse_rank == 1:
+        augmented = tf.concat([xt, ones], axis=0)  # [n, b]
+        partners = tf.reshape(
+            tf.gather(augmented, layout.partners),
+            [-1, tf.shape(augmented)[0], n_block],
+        )  # [w, n, b]
+        return tf.reshape(augmented[None] * partners, [-1, n_block])
+    if structure.scale_inverse_rank == 1:
         second_order = xt * xt
     else:
         second_order = tf.reduce_sum(xt * xt, axis=0, keepdims=True)
-    return tf.concat([second_order, xt], axis=0)
+    return tf.concat([second_order, xt, ones], axis=0)
 
 
 def holds_design(n_samples, n_features, structure):
@@ -152,43 +178,45 @@ def _block_design(X, design_t, start, size, structure, layout):
 
 
 def mahalanobis_coefficients(means, moments, structure, layout):
-    """c_k and b_k with E[(x - m_k)^T Lambda_k (x - m_k)] = d(x) . c_k + b_k.
+    """c_k with E[(x - m_k)^T Lambda_k (x - m_k)] = d(x) . c_k.
 
-    (x - m)^T A (x - m) = x^T A x - 2 x^T A m + m^T A m, with A = E[Lambda_k].
-    For a Wishart the packed x_i x_j (i < j) stand for both x_i x_j and x_j x_i,
-    hence the factor 2 off the diagonal.
+    (x - m)^T A (x - m) = x_a^T B x_a, with A = E[Lambda_k], x_a = [x, 1] and
+    B = [[A, -A m], [-m^T A, m^T A m]]. A Wishart's design holds x_a[i] x_a[j]
+    once for both (i, j) and (j, i), hence its `multiplicity`.
 
     Returns
     -------
     coefficients : Tensor of shape (n_components, n_design)
-    constant : Tensor of shape (n_components,)
     """
     precision = moments.expected_precision
+    precision_means = precision_times(precision, means, structure)  # [k, d]
+    constant = tf.reduce_sum(precision_means * means, axis=1)  # [k]
     if structure.family == "wishart":
+        n_components, n_features = tf.shape(means)[0], tf.shape(means)[1]
+        precision = tf.broadcast_to(precision, [n_components, n_features, n_features])
+        augmented = tf.concat(
+            [
+                tf.concat([precision, -precision_means[:, :, None]], axis=2),
+                tf.concat([-precision_means, constant[:, None]], axis=1)[:, None],
+            ],
+            axis=1,
+        )  # [k, n, n]
         packed = tf.gather(
-            tf.reshape(precision, [tf.shape(precision)[0], -1]), layout.square, axis=1
-        )  # [f, m]
-        packed *= tf.cast(tf.where(layout.rows == layout.cols, 1.0, 2.0), packed.dtype)
-        second_order = tf.broadcast_to(
-            packed, [tf.shape(means)[0], tf.shape(packed)[1]]
-        )
-    elif structure.scale_inverse_rank == 1:
+            tf.reshape(augmented, [n_components, -1]), layout.square, axis=1
+        )  # [k, m]
+        return packed * layout.multiplicity
+    if structure.scale_inverse_rank == 1:
         second_order = precision
     else:
         second_order = precision[:, None]
-    precision_means = precision_times(precision, means, structure)  # [k, d]
-    coefficients = tf.concat([second_order, -2.0 * precision_means], axis=1)
-    return coefficients, tf.reduce_sum(precision_means * means, axis=1)
+    return tf.concat([second_order, -2.0 * precision_means, constant[:, None]], 1)
 
 
-def unpack_statistics(
-    counts, design_moments, resp_entropy, n_features, structure, layout
-):
+def unpack_statistics(design_moments, resp_entropy, n_features, structure, layout):
     """Statistics from the weighted sums of the design features.
 
     Parameters
     ----------
-    counts : Tensor of shape (n_components,)
     design_moments : Tensor of shape (n_components, n_design)
         sum_n w_n r_nk d(x_n).
     resp_entropy : scalar Tensor
@@ -200,20 +228,24 @@ def unpack_statistics(
     -------
     statistics : Statistics
     """
-    n_second_order = tf.shape(design_moments)[1] - n_features
-    first_moment = design_moments[:, n_second_order:]  # [k, d]
-    second_order = design_moments[:, :n_second_order]  # [k, m]
     if structure.family == "wishart":
-        second_moment = tf.reshape(
-            tf.gather(second_order, layout.packed, axis=1),
-            [-1, n_features, n_features],
-        )
+        n_augmented = n_features + 1
+        augmented = tf.reshape(
+            tf.gather(design_moments, layout.packed, axis=1),
+            [-1, n_augmented, n_augmented],
+        )  # [k, n, n]: sum_n w_n r_nk x_a x_a^T
+        counts = augmented[:, -1, -1]
+        first_moment = augmented[:, :-1, -1]
+        second_moment = augmented[:, :-1, :-1]
         if structure.shared:
             second_moment = tf.reduce_sum(second_moment, axis=0, keepdims=True)
-    elif structure.scale_inverse_rank == 1:
-        second_moment = second_order
+        return Statistics(counts, first_moment, second_moment, resp_entropy)
+    counts = design_moments[:, -1]
+    first_moment = design_moments[:, -n_features - 1 : -1]  # [k, d]
+    if structure.scale_inverse_rank == 1:
+        second_moment = design_moments[:, :n_features]
     else:
-        second_moment = second_order[:, 0] / tf.cast(n_features, counts.dtype)
+        second_moment = design_moments[:, 0] / tf.cast(n_features, counts.dtype)
     return Statistics(counts, first_moment, second_moment, resp_entropy)
 
 
@@ -238,21 +270,6 @@ def _sum_over_blocks(n_samples, statistics_of_block, initial):
         parallel_iterations=1,
     )
     return totals
-
-
-def _mahalanobis(design_t, coefficients, constant):
-    """d(x_n) . c_k + b_k of one block, in the dtype of its inputs.
-
-    Components run along the first axis: with the design transposed, c @ d^T
-    then needs no transposed operand, which measured faster for 'full'.
-
-    Returns
-    -------
-    mahalanobis : Tensor of shape (n_components, n_block)
-    """
-    # b_k joins the quadratic before the offset: in float32, folding it into the
-    # offset first measurably moved the ELBO.
-    return tf.linalg.matmul(coefficients, design_t) + constant[:, None]
 
 
 def _responsibilities(mahalanobis, offset):
@@ -283,7 +300,7 @@ def _given_responsibilities(resp, start, size):
 
 
 def _block_statistics(design_t, sample_weight, resp, log_resp):
-    """N_k, sum_n w_n r_kn d(x_n) and -sum_nk w_n r_kn log r_kn of one block.
+    """sum_n w_n r_kn d(x_n) and -sum_nk w_n r_kn log r_kn of one block.
 
     Parameters
     ----------
@@ -293,7 +310,6 @@ def _block_statistics(design_t, sample_weight, resp, log_resp):
 
     Returns
     -------
-    counts : Tensor of shape (n_components,)
     design_moments : Tensor of shape (n_components, n_design)
     entropy : scalar Tensor
     """
@@ -302,16 +318,11 @@ def _block_statistics(design_t, sample_weight, resp, log_resp):
     design_moments = tf.linalg.matmul(design_t, weighted_resp, transpose_b=True)
     # 0 log 0 = 0: hard initial assignments have zero entropy.
     entropy = -tf.reduce_sum(tf.math.multiply_no_nan(log_resp, weighted_resp))
-    return (
-        tf.reduce_sum(weighted_resp, axis=1),
-        tf.transpose(design_moments),
-        entropy,
-    )
+    return tf.transpose(design_moments), entropy
 
 
 def _zero_totals(n_components, n_design):
     return (
-        tf.zeros([n_components], tf.float64),
         tf.zeros([n_components, n_design], tf.float64),
         tf.constant(0.0, tf.float64),
     )
@@ -319,10 +330,10 @@ def _zero_totals(n_components, n_design):
 
 def _n_design(n_features, structure):
     if structure.family == "wishart":
-        return n_features * (n_features + 1) // 2 + n_features
+        return ((n_features + 1) // 2 + 1) * (n_features + 1)
     if structure.scale_inverse_rank == 1:
-        return 2 * n_features
-    return 1 + n_features
+        return 2 * n_features + 1
+    return n_features + 2
 
 
 def expected_statistics(
@@ -364,16 +375,16 @@ def expected_statistics(
     n_samples, n_features = tf.shape(X)[0], tf.shape(X)[1]
     if layout is None:
         layout = design_layout(n_features, structure)
-    coefficients, constant = mahalanobis_coefficients(
+    coefficients = mahalanobis_coefficients(
         posterior.means, moments, structure, layout
-    )  # [k, m], [k]
+    )  # [k, m]
     compute_dtype = X.dtype
     low_precision = compute_dtype != tf.float64
     if low_precision:
-        low = (tf.cast(coefficients, compute_dtype), tf.cast(constant, compute_dtype))
+        low_coefficients = tf.cast(coefficients, compute_dtype)
         n_design = tf.cast(tf.shape(coefficients)[1], tf.float64)
         # |fl(d . c) - d . c| <~ (1 + sqrt(m)) eps ||d|| ||c||, and
-        # ||d(x)||^2 <= ||x||^4 + ||x||^2 for every structure's design.
+        # ||d(x)|| <= ||x_a||^2 = ||x||^2 + 1 for every structure's design.
         error_per_design_norm = (
             (1.0 + tf.sqrt(n_design))
             * np.finfo(np.float32).eps
@@ -385,13 +396,15 @@ def expected_statistics(
         design_sum = _block_design(X, design_t, start, size, structure, layout)
 
         def mahalanobis():
+            # Components run along the first axis: with the design transposed,
+            # c @ d then needs no transposed operand, which measured faster for
+            # 'full'. m_k^T E[Lambda_k] m_k joins the quadratic inside the GEMM,
+            # before the offset: in float32, folding it into the offset first
+            # measurably moved the ELBO.
             if not low_precision:
-                return _mahalanobis(design_sum, coefficients, constant)
-            # ||x||^2 is the sum of the design's x rows squared.
-            squared_norm = tf.reduce_max(
-                tf.reduce_sum(tf.square(design_sum[-n_features:]), axis=0)
-            )
-            design_norm = tf.sqrt(squared_norm * squared_norm + squared_norm)
+                return tf.linalg.matmul(coefficients, design_sum)  # [k, b]
+            block = tf.cast(tf.slice(X, [start, 0], [size, -1]), tf.float64)
+            design_norm = 1.0 + tf.reduce_max(tf.reduce_sum(tf.square(block), 1))
 
             # Only the GEMM runs in the compute dtype. TF's vectorised float32 exp
             # rounds a block's ragged tail differently, so a float32 softmax made
@@ -399,9 +412,12 @@ def expected_statistics(
             return tf.cond(
                 error_per_design_norm * design_norm < _MAX_MAHALANOBIS_ERROR,
                 lambda: tf.cast(
-                    _mahalanobis(tf.cast(design_sum, compute_dtype), *low), tf.float64
+                    tf.linalg.matmul(
+                        low_coefficients, tf.cast(design_sum, compute_dtype)
+                    ),
+                    tf.float64,
                 ),
-                lambda: _mahalanobis(design_sum, coefficients, constant),
+                lambda: tf.linalg.matmul(coefficients, design_sum),
             )
 
         def e_step():

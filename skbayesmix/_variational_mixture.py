@@ -83,21 +83,35 @@ def _check_precision_positivity(vector, covariance_type):
         raise ValueError("'%s precision' should be positive" % covariance_type)
 
 
+# Rows per block of `_empirical_covariance`: float64 temporaries of a few MB,
+# instead of several copies of X (128 MB each on 1e6 x 16, 0.2-0.9 s per fit).
+_COVARIANCE_BLOCK_ROWS = 65536
+
+
 def _empirical_covariance(X, sample_weight, structure):
     """The weighted sample covariance of X, in the structure's shape of Psi0.
 
     Weights count as repetitions, so the denominator is sum(w) - 1, as np.cov's
-    with repeated rows.
+    with repeated rows. Computed over blocks of rows, in float64.
 
     Returns
     -------
     covariance : ndarray of shape `structure.prior_scale_shape(n_features)`
     """
-    X = np.asarray(X, dtype=np.float64)
     weights = np.ones(X.shape[0]) if sample_weight is None else sample_weight
-    centred = X - np.average(X, axis=0, weights=weights)
-    scatter = weighted_scatter(centred, weights, structure.scale_inverse_rank == 2)
-    return covariance_from_scatter(scatter, np.sum(weights), structure)
+    total_weight = np.sum(weights)
+    blocks = [
+        slice(start, start + _COVARIANCE_BLOCK_ROWS)
+        for start in range(0, X.shape[0], _COVARIANCE_BLOCK_ROWS)
+    ]
+    mean = sum(weights[b] @ np.asarray(X[b], dtype=np.float64) for b in blocks)
+    mean = mean / total_weight
+    full = structure.scale_inverse_rank == 2
+    scatter = sum(
+        weighted_scatter(np.asarray(X[b], dtype=np.float64) - mean, weights[b], full)
+        for b in blocks
+    )
+    return covariance_from_scatter(scatter, total_weight, structure)
 
 
 def _dirichlet_process_weights(concentration_a, concentration_b):

@@ -518,6 +518,8 @@ _IMPORT_TENSORFLOW_SCRIPT = textwrap.dedent(
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # What skbayesmix imports anyway, so that only TensorFlow's own share is timed.
     import skbayesmix, sklearn.cluster
+    from skbayesmix._tf_quiet import _prefer_eigen_kernels
+    _prefer_eigen_kernels()
     start = time.perf_counter()
     import tensorflow
     import tensorflow_probability
@@ -780,8 +782,13 @@ _THREAD_LIMITS = []
 
 def limit_threads(n_threads):
     """Cap TensorFlow, BLAS and OpenMP threads here and in child processes."""
-    import tensorflow as tf
     from threadpoolctl import threadpool_limits
+
+    # TensorFlow as skbayesmix starts it (without oneDNN unless the environment
+    # says otherwise): importing it directly here would measure TF's default.
+    from skbayesmix._tf_quiet import import_tensorflow
+
+    tf, _ = import_tensorflow()
 
     tf.config.threading.set_intra_op_parallelism_threads(n_threads)
     tf.config.threading.set_inter_op_parallelism_threads(n_threads)

@@ -125,10 +125,6 @@ PHASES_SCRIPT = textwrap.dedent(
     from sklearn.preprocessing import StandardScaler
     from skbayesmix import VariationalGaussianMixture
     mark("import numpy, sklearn, skbayesmix")
-    # TensorFlow as the backend's import starts it (without oneDNN, unless the
-    # environment says otherwise), imported here by hand to time each part.
-    from skbayesmix._tf_quiet import _prefer_eigen_kernels
-    _prefer_eigen_kernels()
     import tensorflow as tf
     mark("import tensorflow")
     import tensorflow_probability

@@ -518,8 +518,6 @@ _IMPORT_TENSORFLOW_SCRIPT = textwrap.dedent(
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # What skbayesmix imports anyway, so that only TensorFlow's own share is timed.
     import skbayesmix, sklearn.cluster
-    from skbayesmix._tf_quiet import _prefer_eigen_kernels
-    _prefer_eigen_kernels()
     start = time.perf_counter()
     import tensorflow
     import tensorflow_probability
@@ -784,8 +782,7 @@ def limit_threads(n_threads):
     """Cap TensorFlow, BLAS and OpenMP threads here and in child processes."""
     from threadpoolctl import threadpool_limits
 
-    # TensorFlow as skbayesmix starts it (without oneDNN unless the environment
-    # says otherwise): importing it directly here would measure TF's default.
+    # TensorFlow as skbayesmix starts it, quietly.
     from skbayesmix._tf_quiet import import_tensorflow
 
     tf, _ = import_tensorflow()

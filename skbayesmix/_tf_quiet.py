@@ -22,12 +22,7 @@ import sys
 import tempfile
 import threading
 
-__all__ = [
-    "ONEDNN_VARIABLE",
-    "SHOW_TF_LOGS_VARIABLE",
-    "import_tensorflow",
-    "startup_lines_dropped",
-]
+__all__ = ["SHOW_TF_LOGS_VARIABLE", "import_tensorflow", "startup_lines_dropped"]
 
 SHOW_TF_LOGS_VARIABLE = "SKBAYESMIX_TF_LOGS"
 
@@ -168,31 +163,8 @@ def startup_lines_dropped():
                 _write_all(2, kept)
 
 
-# TensorFlow reads this once, when it is first imported. oneDNN's graph rewrites
-# and kernel set-up cost each fresh process about 0.2 s at its first compiled call
-# (0.40 s against 0.20 s for the README search's loop), and our graphs of many
-# small ops and GEMMs run no faster with them: a warm search took the same time
-# and a float32 (16 x 152) @ (152 x 4096) GEMM 0.67 ms against Eigen's 0.75 ms.
-ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
-
-
-def _prefer_eigen_kernels():
-    """Start TensorFlow without oneDNN, unless the user chose otherwise.
-
-    Only when TensorFlow is not imported yet (it reads the variable once) and the
-    user has not set the variable: a process that imports TensorFlow itself
-    before the first fit keeps TensorFlow's default, and so does anyone who sets
-    TF_ENABLE_ONEDNN_OPTS=1.
-    """
-    if "tensorflow" not in sys.modules and ONEDNN_VARIABLE not in os.environ:
-        os.environ[ONEDNN_VARIABLE] = "0"
-
-
 def import_tensorflow():
     """Import TensorFlow and TensorFlow Probability without their start-up lines.
-
-    When skbayesmix is the first to import TensorFlow in the process, it starts
-    TensorFlow without oneDNN (see `_prefer_eigen_kernels`).
 
     Returns
     -------
@@ -202,7 +174,6 @@ def import_tensorflow():
     tfp : module
         `tensorflow_probability`.
     """
-    _prefer_eigen_kernels()
     with startup_lines_dropped():
         import tensorflow as tf
         import tensorflow_probability as tfp

@@ -10,7 +10,6 @@ import pytest
 
 from skbayesmix import _tf_quiet
 from skbayesmix._tf_quiet import (
-    ONEDNN_VARIABLE,
     SHOW_TF_LOGS_VARIABLE,
     _without_startup_lines,
     startup_lines_dropped,
@@ -124,14 +123,11 @@ def test_import_tensorflow_leaves_logging_settings_alone(monkeypatch):
     assert _logging_settings() == before
 
 
-def _run(args, cwd, show_tf_logs=None, onednn=None):
-    hidden = (SHOW_TF_LOGS_VARIABLE, ONEDNN_VARIABLE)
-    env = {k: v for k, v in os.environ.items() if k not in hidden}
+def _run(args, cwd, show_tf_logs=None):
+    env = {k: v for k, v in os.environ.items() if k != SHOW_TF_LOGS_VARIABLE}
     env["PYTHONPATH"] = str(ROOT)
     if show_tf_logs is not None:
         env[SHOW_TF_LOGS_VARIABLE] = show_tf_logs
-    if onednn is not None:
-        env[ONEDNN_VARIABLE] = onednn
     return subprocess.run(
         [sys.executable, *args],
         cwd=cwd,
@@ -163,28 +159,3 @@ def test_switch_shows_tensorflow_start_up_lines(tmp_path):
         pytest.skip("TensorFlow printed no start-up lines on this machine")
     # Whatever TF printed on this machine is shown, and it is what was filtered.
     assert _without_startup_lines(loud.stderr.encode()) == b""
-
-
-@pytest.mark.parametrize(
-    "user_setting, import_tensorflow_first, expected",
-    [(None, False, "0"), ("1", False, "1"), (None, True, "unset")],
-)
-def test_onednn_is_off_only_when_skbayesmix_starts_tensorflow(
-    tmp_path, user_setting, import_tensorflow_first, expected
-):
-    # skbayesmix turns oneDNN off for a process only when it is the first to
-    # import TensorFlow and the user has not chosen: TensorFlow reads the
-    # variable once, at its import.
-    code = (
-        "import os, numpy as np\n"
-        + ("import tensorflow\n" if import_tensorflow_first else "")
-        + "from skbayesmix import VariationalGaussianMixture as V\n"
-        "V(n_components=2).fit(np.random.RandomState(0).randn(20, 2))\n"
-        f"print(os.environ.get({ONEDNN_VARIABLE!r}, 'unset'))\n"
-        "from tensorflow.python.util import _pywrap_util_port\n"
-        "print(_pywrap_util_port.IsMklEnabled())\n"
-    )
-    result = _run(["-c", code], tmp_path, onednn=user_setting)
-    assert result.returncode == 0, result.stderr
-    # What TensorFlow itself reports: oneDNN off exactly when we set it to 0.
-    assert result.stdout.split() == [expected, str(expected != "0")]

@@ -212,13 +212,13 @@ def mahalanobis_coefficients(means, moments, structure, layout):
     return tf.concat([second_order, -2.0 * precision_means, constant[:, None]], 1)
 
 
-def unpack_statistics(design_moments, resp_entropy, n_features, structure, layout):
+def unpack_statistics(design_sums, resp_entropy, n_features, structure, layout):
     """Statistics from the weighted sums of the design features.
 
     Parameters
     ----------
-    design_moments : Tensor of shape (n_components, n_design)
-        sum_n w_n r_nk d(x_n).
+    design_sums : Tensor of shape (n_design, n_components)
+        sum_n w_n r_nk d(x_n), as `_design_sums` adds them up.
     resp_entropy : scalar Tensor
     n_features : scalar int32 Tensor
     structure : CovarianceStructure
@@ -228,6 +228,7 @@ def unpack_statistics(design_moments, resp_entropy, n_features, structure, layou
     -------
     statistics : Statistics
     """
+    design_moments = tf.transpose(design_sums)  # [k, m]
     if structure.family == "wishart":
         n_augmented = n_features + 1
         augmented = tf.reshape(
@@ -272,58 +273,60 @@ def _sum_over_blocks(n_samples, statistics_of_block, initial):
     return totals
 
 
-def _responsibilities(mahalanobis, offset):
-    """E-step of one block: r_kn and log r_kn, in float64.
+def _weighted_responsibilities(log_rho, sample_weight):
+    """E-step of one block: w_n r_kn, and -sum_nk w_n r_kn log r_kn.
 
-    log rho_kn = offset_k - mahalanobis_kn / 2,
-    log r_kn = log rho_kn - logsumexp_k log rho_kn
-
-    Returns
-    -------
-    resp, log_resp : Tensor of shape (n_components, n_block)
-    """
-    log_rho = offset[:, None] - 0.5 * mahalanobis
-    # One exp per element serves both r and log r (log_softmax and then exp
-    # would take two, which large fits feel).
-    shifted = log_rho - tf.reduce_max(log_rho, axis=0, keepdims=True)
-    unnormalised = tf.exp(shifted)
-    total = tf.reduce_sum(unnormalised, axis=0, keepdims=True)
-    return unnormalised / total, shifted - tf.math.log(total)
-
-
-def _given_responsibilities(resp, start, size):
-    """Rows start:start + size of given responsibilities, as r_kn and log r_kn."""
-    resp_block = tf.transpose(
-        tf.cast(tf.slice(resp, [start, 0], [size, -1]), tf.float64)
-    )  # [k, b]
-    return resp_block, tf.math.log(resp_block)
-
-
-def _block_statistics(design_t, sample_weight, resp, log_resp):
-    """sum_n w_n r_kn d(x_n) and -sum_nk w_n r_kn log r_kn of one block.
+    r_kn = exp(s_kn) / t_n, with s_kn = log rho_kn - max_k log rho_kn and
+    t_n = sum_k exp(s_kn). As sum_k r_kn = 1, the entropy is
+    sum_n w_n log t_n - sum_nk w_n r_kn s_kn: neither r nor log r is ever
+    formed, and one exp per element serves both. Each pass over [k, b] saved
+    is about 5% of an iteration on 1e6 x 16 'diag'.
 
     Parameters
     ----------
-    design_t : Tensor of shape (n_design, n_block), float64
-    sample_weight : Tensor of shape (n_block,)
-    resp, log_resp : Tensor of shape (n_components, n_block), float64
+    log_rho : Tensor of shape (n_components, n_block), float64
+    sample_weight : Tensor of shape (n_block,), float64
 
     Returns
     -------
-    design_moments : Tensor of shape (n_components, n_design)
+    weighted_resp : Tensor of shape (n_components, n_block)
     entropy : scalar Tensor
     """
-    weighted_resp = resp * sample_weight[None, :]  # [k, b]
-    # d^T (w r)^T transposes only the small [k, b] operand.
-    design_moments = tf.linalg.matmul(design_t, weighted_resp, transpose_b=True)
+    shifted = log_rho - tf.reduce_max(log_rho, axis=0, keepdims=True)
+    unnormalised = tf.exp(shifted)
+    total = tf.reduce_sum(unnormalised, axis=0)  # [b]
+    weighted_resp = unnormalised * (sample_weight / total)[None, :]
+    entropy = tf.reduce_sum(sample_weight * tf.math.log(total)) - tf.reduce_sum(
+        weighted_resp * shifted
+    )
+    return weighted_resp, entropy
+
+
+def _given_responsibilities(resp, sample_weight, start, size):
+    """`_weighted_responsibilities` of rows start:start + size of given r_nk."""
+    resp_block = tf.transpose(
+        tf.cast(tf.slice(resp, [start, 0], [size, -1]), tf.float64)
+    )  # [k, b]
+    weighted_resp = resp_block * sample_weight[None, :]
     # 0 log 0 = 0: hard initial assignments have zero entropy.
-    entropy = -tf.reduce_sum(tf.math.multiply_no_nan(log_resp, weighted_resp))
-    return tf.transpose(design_moments), entropy
+    entropy = -tf.reduce_sum(
+        tf.math.multiply_no_nan(tf.math.log(resp_block), weighted_resp)
+    )
+    return weighted_resp, entropy
+
+
+def _design_sums(design_t, weighted_resp):
+    """sum_n w_n r_kn d(x_n) over one block, as an (n_design, n_components) array.
+
+    d^T (w r)^T transposes only the small [k, b] operand; the sums stay
+    transposed until all blocks are added.
+    """
+    return tf.linalg.matmul(design_t, weighted_resp, transpose_b=True)
 
 
 def _zero_totals(n_components, n_design):
     return (
-        tf.zeros([n_components, n_design], tf.float64),
+        tf.zeros([n_design, n_components], tf.float64),
         tf.constant(0.0, tf.float64),
     )
 
@@ -378,10 +381,13 @@ def expected_statistics(
     coefficients = mahalanobis_coefficients(
         posterior.means, moments, structure, layout
     )  # [k, m]
+    # The GEMM yields -E[(x - m_k)^T Lambda_k (x - m_k)] / 2 directly: scaling
+    # by a power of two is exact, and it saves a pass over [k, b] per block.
+    half_coefficients = -0.5 * coefficients
     compute_dtype = X.dtype
     low_precision = compute_dtype != tf.float64
     if low_precision:
-        low_coefficients = tf.cast(coefficients, compute_dtype)
+        low_coefficients = tf.cast(half_coefficients, compute_dtype)
         n_design = tf.cast(tf.shape(coefficients)[1], tf.float64)
         # |fl(d . c) - d . c| <~ (1 + sqrt(m)) eps ||d|| ||c||, and
         # ||d(x)|| <= ||x_a||^2 = ||x||^2 + 1 for every structure's design.
@@ -395,14 +401,14 @@ def expected_statistics(
         weight = tf.slice(sample_weight, [start], [size])
         design_sum = _block_design(X, design_t, start, size, structure, layout)
 
-        def mahalanobis():
+        def half_mahalanobis():
             # Components run along the first axis: with the design transposed,
             # c @ d then needs no transposed operand, which measured faster for
             # 'full'. m_k^T E[Lambda_k] m_k joins the quadratic inside the GEMM,
             # before the offset: in float32, folding it into the offset first
             # measurably moved the ELBO.
             if not low_precision:
-                return tf.linalg.matmul(coefficients, design_sum)  # [k, b]
+                return tf.linalg.matmul(half_coefficients, design_sum)  # [k, b]
             block = tf.cast(tf.slice(X, [start, 0], [size, -1]), tf.float64)
             design_norm = 1.0 + tf.reduce_max(tf.reduce_sum(tf.square(block), 1))
 
@@ -417,21 +423,22 @@ def expected_statistics(
                     ),
                     tf.float64,
                 ),
-                lambda: tf.linalg.matmul(coefficients, design_sum),
+                lambda: tf.linalg.matmul(half_coefficients, design_sum),
             )
 
         def e_step():
-            return _responsibilities(mahalanobis(), offset)
+            log_rho = offset[:, None] + half_mahalanobis()
+            return _weighted_responsibilities(log_rho, weight)
 
         if resp_init is None:
-            resp, log_resp = e_step()
+            weighted_resp, entropy = e_step()
         else:
-            resp, log_resp = tf.cond(
+            weighted_resp, entropy = tf.cond(
                 use_resp_init,
-                lambda: _given_responsibilities(resp_init, start, size),
+                lambda: _given_responsibilities(resp_init, weight, start, size),
                 e_step,
             )
-        return _block_statistics(design_sum, weight, resp, log_resp)
+        return _design_sums(design_sum, weighted_resp), entropy
 
     totals = _sum_over_blocks(
         n_samples,
@@ -460,11 +467,10 @@ def responsibility_statistics(X, sample_weight, resp, structure):
 
     def statistics_of_block(start, size):
         design = _block_design(X, None, start, size, structure, layout)
-        return _block_statistics(
-            design,
-            tf.slice(sample_weight, [start], [size]),
-            *_given_responsibilities(resp, start, size),
+        weighted_resp, entropy = _given_responsibilities(
+            resp, tf.slice(sample_weight, [start], [size]), start, size
         )
+        return _design_sums(design, weighted_resp), entropy
 
     totals = _sum_over_blocks(
         n_samples,

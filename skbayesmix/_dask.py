@@ -23,8 +23,8 @@ from sklearn.utils import check_array, check_random_state
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
 from skbayesmix._standardisation import (
+    DataMoments,
     Standardisation,
-    covariance_from_scatter,
     weighted_scatter,
 )
 from skbayesmix._state import scale_statistics, sum_statistics
@@ -191,9 +191,10 @@ def _blocks(X, sample_weight):
 def _standardisation_and_covariance(X, sample_weight, structure, reg_covar):
     """Two exact passes: the validation pass's moments, then the scatter.
 
-    The same quantities as `Standardisation.from_data` and `_empirical_covariance`
-    on the standardised data, reduced chunk by chunk. The scatter is taken about
-    the exact mean of the first pass, scaled by max|x| so that it cannot overflow.
+    The same quantities as `Standardisation.from_data_moments` and
+    `Standardisation.covariance_to`, reduced chunk by chunk. The scatter is taken
+    about the exact mean of the first pass, scaled by max|x| so that it cannot
+    overflow.
 
     Returns
     -------
@@ -229,16 +230,15 @@ def _standardisation_and_covariance(X, sample_weight, structure, reg_covar):
         _add,
     )
     (scatter,) = dask.compute(scatter)
-    n_features = X.shape[1]
-    variances = np.diag(scatter) if full else scatter
-    spread = float(np.sqrt(np.sum(variances) / (n_features * moments.total_weight)))
-    standardisation = Standardisation.from_moments(
-        shift_scaled * max_abs, max_abs, spread, reg_covar
+    data_moments = DataMoments(
+        moments.total_weight,
+        moments.n_positive,
+        shift_scaled * max_abs,
+        max_abs,
+        scatter,
     )
-    scaled_covariance = (
-        covariance_from_scatter(scatter, moments.total_weight, structure)
-        / standardisation.spread**2
-    )
+    standardisation = Standardisation.from_data_moments(data_moments, reg_covar)
+    scaled_covariance = standardisation.covariance_to(data_moments, structure)
     return moments, standardisation, scaled_covariance
 
 
@@ -449,9 +449,7 @@ def _fit(estimator, X, sample_weight):
         standardisation.transform, dtype=dtype, meta=np.empty((0, 0), dtype)
     ).persist()
     del X
-    prior = estimator._standardised_prior(
-        Xs, None, standardisation, scaled_covariance=scaled_covariance
-    )
+    prior = estimator._standardised_prior(Xs, standardisation, scaled_covariance)
     total_weight = moments.total_weight if weighted else moments.n_rows
     log_jacobian = standardisation.log_jacobian(total_weight, Xs.shape[1])
     reg_covar = standardisation.reg_covar_to(estimator.reg_covar)

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from sklearn.utils import check_array
 
-from skbayesmix._standardisation import weighted_scatter
+from skbayesmix._standardisation import data_moments, row_pieces
 from skbayesmix._state import (
     blend_statistics,
     scale_statistics,
@@ -38,16 +38,15 @@ from skbayesmix._tfp_backend import (
 )
 
 __all__ = [
-    "DataMoments",
     "OnlineSettings",
     "OnlineState",
-    "data_moments",
     "fit_passes",
     "minibatch_slices",
     "online_steps",
     "read_rows",
     "scaled_initial_statistics",
     "step_size",
+    "streamed_moments",
 ]
 
 # Rows are read from a memmap in blocks of about this many bytes: large enough
@@ -57,9 +56,6 @@ _BLOCK_BYTES = 64 * 2**20
 
 # Scattered rows gathered from a memmap between two releases of its pages.
 _GATHER_ROWS = 256
-
-# Rows per piece of the moments pass: its float64 temporaries fit in cache.
-_REDUCE_ROWS = 2**14
 
 
 class OnlineSettings(NamedTuple):
@@ -94,28 +90,6 @@ class OnlineState(NamedTuple):
     statistics: Any
     posterior: Any
     n_batch_iter: int
-
-
-class DataMoments(NamedTuple):
-    """Exact weighted moments of X, reduced over blocks of rows.
-
-    total_weight : float
-        sum_n w_n.
-    n_positive : int
-        Rows of positive weight.
-    shift : ndarray of shape (n_features,)
-        The weighted mean of X.
-    max_abs : float
-        The largest |x| over rows of positive weight.
-    scaled_scatter : ndarray of shape (n_features, n_features) or (n_features,)
-        sum_n w_n (x_n - shift)(x_n - shift)^T / max_abs^2, or its diagonal.
-    """
-
-    total_weight: float
-    n_positive: int
-    shift: np.ndarray
-    max_abs: float
-    scaled_scatter: np.ndarray
 
 
 def step_size(n_batch_iter, learning_offset, learning_decay):
@@ -190,13 +164,13 @@ def read_rows(X, rows, dtype, validate=False):
     return block
 
 
-def data_moments(X, sample_weight, scatter_rank, dtype, validate):
+def streamed_moments(X, sample_weight, scatter_rank, dtype, validate):
     """Weighted mean, max |x| and scatter of X, in one pass over blocks of rows.
 
-    Blocks are merged by Chan's update, in units of the running max |x| so that
-    no square overflows; the result equals the moments of X in one piece up to
-    rounding. With `validate`, each block is checked as scikit-learn checks X
-    (finite, numeric), so that no copy of the whole of X is ever made.
+    Each block is read (`read_rows`) and reduced in pieces (see
+    `skbayesmix._standardisation.data_moments`). With `validate`, each block is
+    checked as scikit-learn checks X (finite, numeric), so that no copy of the
+    whole of X is ever made.
 
     Parameters
     ----------
@@ -212,42 +186,13 @@ def data_moments(X, sample_weight, scatter_rank, dtype, validate):
     -------
     moments : DataMoments
     """
-    n_samples, n_features = X.shape
-    total, n_positive, scale = 0.0, 0, 0.0
-    mean = np.zeros(n_features)
-    scatter = np.zeros((n_features,) * max(scatter_rank, 1))
-    for rows in minibatch_slices(n_samples, _block_rows(X, 1)):
-        block = read_rows(X, rows, dtype, validate)
-        block_weights = _weights(sample_weight, rows, block.shape[0])
-        # Reduced in pieces whose float64 temporaries stay in cache.
-        for piece in minibatch_slices(block.shape[0], _REDUCE_ROWS):
-            weights = block_weights[piece]
-            positive = weights > 0
-            if not np.any(positive):
-                continue
-            values, weights = block[piece][positive], weights[positive]
-            piece_max = float(np.max(np.abs(values)))
-            if piece_max > scale:
-                # Rescale the running sums to the new unit.
-                ratio = scale / piece_max
-                mean *= ratio
-                scatter *= ratio * ratio
-                scale = piece_max
-            scaled = values.astype(np.float64) / (scale if scale > 0 else 1.0)
-            piece_total = float(np.sum(weights))
-            piece_mean = weights @ scaled / piece_total
-            centred = scaled - piece_mean
-            piece_scatter = weighted_scatter(centred, weights, scatter_rank == 2)
-            delta = piece_mean - mean
-            merged = total + piece_total
-            correction = total * piece_total / merged
-            scatter += piece_scatter + correction * (
-                np.outer(delta, delta) if scatter_rank == 2 else delta * delta
-            )
-            mean += delta * (piece_total / merged)
-            total, n_positive = merged, n_positive + int(values.shape[0])
-    max_abs = scale if scale > 0 else 1.0
-    return DataMoments(total, n_positive, mean * max_abs, max_abs, scatter)
+
+    def pieces():
+        for rows in minibatch_slices(X.shape[0], _block_rows(X, 1)):
+            block = read_rows(X, rows, dtype, validate)
+            yield from row_pieces(block, _weights(sample_weight, rows, block.shape[0]))
+
+    return data_moments(pieces(), X.shape[1], scatter_rank)
 
 
 def scaled_initial_statistics(

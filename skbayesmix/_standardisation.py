@@ -14,13 +14,47 @@ import numpy as np
 
 from skbayesmix._state import Posterior, Prior
 
-__all__ = ["Standardisation", "covariance_from_scatter", "weighted_scatter"]
+__all__ = [
+    "DataMoments",
+    "Standardisation",
+    "covariance_from_scatter",
+    "data_moments",
+    "row_pieces",
+    "weighted_scatter",
+]
 
 # Lower bound on reg_covar in standardised units. The backend's float64 scatter
 # (second moment minus squared mean) carries a rounding error near 1e-15 *
 # n_features per sample; a floor well above it keeps collinear or n <= d data
 # positive definite, and is far below any resolvable variance.
 _MIN_STANDARDISED_REG_COVAR = 1e-10
+
+# Rows per piece of a pass over X: its float64 temporaries stay in cache. Whole-X
+# temporaries (several copies of 64-128 MB on 1e6 x 16) cost 0.3-0.6 s per fit,
+# most of it in page faults.
+REDUCE_ROWS = 2**14
+
+
+class DataMoments(NamedTuple):
+    """Exact weighted moments of X, reduced over pieces of rows.
+
+    total_weight : float
+        sum_n w_n.
+    n_positive : int
+        Rows of positive weight.
+    shift : ndarray of shape (n_features,)
+        The weighted mean of X.
+    max_abs : float
+        The largest |x| over rows of positive weight.
+    scaled_scatter : ndarray of shape (n_features, n_features) or (n_features,)
+        sum_n w_n (x_n - shift)(x_n - shift)^T / max_abs^2, or its diagonal.
+    """
+
+    total_weight: float
+    n_positive: int
+    shift: np.ndarray
+    max_abs: float
+    scaled_scatter: np.ndarray
 
 
 class Standardisation(NamedTuple):
@@ -58,17 +92,25 @@ class Standardisation(NamedTuple):
         -------
         standardisation : Standardisation
         """
-        if sample_weight is not None:
-            X = X[sample_weight > 0]
-            sample_weight = sample_weight[sample_weight > 0]
-        max_abs = float(np.max(np.abs(X))) if X.size else 1.0
-        if max_abs == 0.0:
-            max_abs = 1.0
-        scaled = X / max_abs
-        shift_scaled = np.average(scaled, axis=0, weights=sample_weight)
-        squared = np.mean(np.square(scaled - shift_scaled), axis=1)
-        spread = float(np.sqrt(np.average(squared, weights=sample_weight)))
-        return cls.from_moments(shift_scaled * max_abs, max_abs, spread, reg_covar)
+        moments = data_moments(row_pieces(X, sample_weight), X.shape[1], 1)
+        return cls.from_data_moments(moments, reg_covar)
+
+    @classmethod
+    def from_data_moments(cls, moments, reg_covar=0.0):
+        """The map from the `DataMoments` of X (see `from_data`).
+
+        Returns
+        -------
+        standardisation : Standardisation
+        """
+        scatter = moments.scaled_scatter
+        variances = np.diag(scatter) if scatter.ndim == 2 else scatter
+        spread = 0.0
+        if moments.total_weight > 0:
+            spread = float(
+                np.sqrt(np.sum(variances) / (moments.total_weight * variances.size))
+            )
+        return cls.from_moments(moments.shift, moments.max_abs, spread, reg_covar)
 
     @classmethod
     def from_moments(cls, shift, max_abs, spread, reg_covar=0.0):
@@ -91,9 +133,26 @@ class Standardisation(NamedTuple):
         -------
         X_standardised : ndarray of shape (n_samples, n_features)
         """
-        return ((X / self.max_abs - self.shift / self.max_abs) / self.spread).astype(
-            X.dtype, copy=False
-        )
+        X_standardised = np.empty(X.shape, X.dtype)
+        shift = self.shift / self.max_abs
+        # Piece by piece: the float64 temporaries stay small (see REDUCE_ROWS).
+        for rows in _pieces(X.shape[0]):
+            X_standardised[rows] = (X[rows] / self.max_abs - shift) / self.spread
+        return X_standardised
+
+    def covariance_to(self, moments, structure):
+        """The weighted sample covariance of X, from its moments, in standardised units.
+
+        Weights count as repetitions (see `covariance_from_scatter`).
+
+        Returns
+        -------
+        covariance : ndarray of shape `structure.prior_scale_shape(n_features)`
+        """
+        # Divided twice: spread**2 overflows a Python float (an OverflowError,
+        # not inf) when data near 1e-300 are measured in units of sqrt(reg_covar).
+        scatter = moments.scaled_scatter / self.spread / self.spread
+        return covariance_from_scatter(scatter, moments.total_weight, structure)
 
     def mean_to(self, mean):
         """A location (mean, mean_prior_) in standardised units."""
@@ -159,6 +218,86 @@ class Standardisation(NamedTuple):
         Each of the total_weight samples has D coordinates divided by the scale.
         """
         return -total_weight * n_features * (np.log(self.max_abs) + np.log(self.spread))
+
+
+def _pieces(n_rows, piece_rows=REDUCE_ROWS):
+    return [
+        slice(start, min(start + piece_rows, n_rows))
+        for start in range(0, n_rows, piece_rows)
+    ]
+
+
+def row_pieces(X, sample_weight=None):
+    """(rows, weights) of consecutive pieces of X, for `data_moments`.
+
+    Yields
+    ------
+    rows : ndarray of shape (n_piece, n_features)
+        A view of X.
+    weights : ndarray of shape (n_piece,)
+        Ones when sample_weight is None.
+    """
+    for rows in _pieces(X.shape[0]):
+        yield (
+            X[rows],
+            (
+                np.ones(rows.stop - rows.start)
+                if sample_weight is None
+                else sample_weight[rows]
+            ),
+        )
+
+
+def data_moments(pieces, n_features, scatter_rank):
+    """Weighted mean, max |x| and scatter of rows that come piece by piece.
+
+    Pieces are merged by Chan's update, in units of the running max |x| so that
+    no square overflows; the result equals the moments of all rows in one piece
+    up to rounding. Rows of weight zero count as absent, as everywhere.
+
+    Parameters
+    ----------
+    pieces : iterable of (ndarray of shape (n_piece, n_features), ndarray)
+        Rows and their weights, such as `row_pieces` gives.
+    n_features : int
+    scatter_rank : {2, 1, 0}
+        Full scatter matrix (2) or its diagonal (1, 0).
+
+    Returns
+    -------
+    moments : DataMoments
+    """
+    total, n_positive, scale = 0.0, 0, 0.0
+    mean = np.zeros(n_features)
+    scatter = np.zeros((n_features,) * max(scatter_rank, 1))
+    for values, weights in pieces:
+        positive = weights > 0
+        if not np.any(positive):
+            continue
+        if not np.all(positive):
+            values, weights = values[positive], weights[positive]
+        piece_max = float(max(np.max(values), -np.min(values)))
+        if piece_max > scale:
+            # Rescale the running sums to the new unit.
+            ratio = scale / piece_max
+            mean *= ratio
+            scatter *= ratio * ratio
+            scale = piece_max
+        scaled = values.astype(np.float64) / (scale if scale > 0 else 1.0)
+        piece_total = float(np.sum(weights))
+        piece_mean = weights @ scaled / piece_total
+        centred = scaled - piece_mean
+        piece_scatter = weighted_scatter(centred, weights, scatter_rank == 2)
+        delta = piece_mean - mean
+        merged = total + piece_total
+        correction = total * piece_total / merged
+        scatter += piece_scatter + correction * (
+            np.outer(delta, delta) if scatter_rank == 2 else delta * delta
+        )
+        mean += delta * (piece_total / merged)
+        total, n_positive = merged, n_positive + int(values.shape[0])
+    max_abs = scale if scale > 0 else 1.0
+    return DataMoments(total, n_positive, mean * max_abs, max_abs, scatter)
 
 
 def weighted_scatter(centred, weights, full):

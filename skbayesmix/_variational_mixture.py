@@ -26,11 +26,7 @@ from skbayesmix._gaussian import (
     _estimate_log_student_t_prob,
     _sample_student_t_mixture,
 )
-from skbayesmix._standardisation import (
-    Standardisation,
-    covariance_from_scatter,
-    weighted_scatter,
-)
+from skbayesmix._standardisation import Standardisation, data_moments, row_pieces
 from skbayesmix._state import COVARIANCE_STRUCTURES, Posterior, Prior
 
 # The private attributes that let partial_fit resume an online fit. All are
@@ -81,37 +77,6 @@ def _check_precision_positivity(vector, covariance_type):
     """Raise sklearn's error unless every entry of `vector` is positive."""
     if np.any(np.less_equal(vector, 0.0)):
         raise ValueError("'%s precision' should be positive" % covariance_type)
-
-
-# Rows per block of `_empirical_covariance`: float64 temporaries of a few MB,
-# instead of several copies of X (128 MB each on 1e6 x 16, 0.2-0.9 s per fit).
-_COVARIANCE_BLOCK_ROWS = 65536
-
-
-def _empirical_covariance(X, sample_weight, structure):
-    """The weighted sample covariance of X, in the structure's shape of Psi0.
-
-    Weights count as repetitions, so the denominator is sum(w) - 1, as np.cov's
-    with repeated rows. Computed over blocks of rows, in float64.
-
-    Returns
-    -------
-    covariance : ndarray of shape `structure.prior_scale_shape(n_features)`
-    """
-    weights = np.ones(X.shape[0]) if sample_weight is None else sample_weight
-    total_weight = np.sum(weights)
-    blocks = [
-        slice(start, start + _COVARIANCE_BLOCK_ROWS)
-        for start in range(0, X.shape[0], _COVARIANCE_BLOCK_ROWS)
-    ]
-    mean = sum(weights[b] @ np.asarray(X[b], dtype=np.float64) for b in blocks)
-    mean = mean / total_weight
-    full = structure.scale_inverse_rank == 2
-    scatter = sum(
-        weighted_scatter(np.asarray(X[b], dtype=np.float64) - mean, weights[b], full)
-        for b in blocks
-    )
-    return covariance_from_scatter(scatter, total_weight, structure)
 
 
 def _dirichlet_process_weights(concentration_a, concentration_b):
@@ -574,26 +539,42 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
                     self.covariance_prior_, self.covariance_type
                 )
 
-    def _standardised_prior(
-        self, Xs, sample_weight, standardisation, scaled_covariance=None
-    ):
+    def _standardise(self, X, sample_weight):
+        """The standardisation of validated X, X standardised, and the prior.
+
+        One pass over pieces of X gives both the map and the empirical covariance
+        that `covariance_prior_` defaults to.
+
+        Returns
+        -------
+        standardisation : Standardisation
+        Xs : ndarray of shape (n_samples, n_features)
+        prior : Prior
+        """
+        structure = self._structure
+        moments = data_moments(
+            row_pieces(X, sample_weight), X.shape[1], structure.scale_inverse_rank
+        )
+        standardisation = Standardisation.from_data_moments(moments, self.reg_covar)
+        Xs = standardisation.transform(X)
+        prior = self._standardised_prior(
+            Xs, standardisation, standardisation.covariance_to(moments, structure)
+        )
+        return standardisation, Xs, prior
+
+    def _standardised_prior(self, Xs, standardisation, scaled_covariance):
         """The prior in the backend's standardised units, as a float64 Prior.
 
-        Also sets the default `covariance_prior_` in data units: the weighted
-        empirical covariance, with weights counting as repetitions.
-        `scaled_covariance`, that covariance of Xs, is given when it was reduced
-        elsewhere (over blocks, or on a Dask cluster); Xs then only lends its
-        shape and dtype.
+        Also sets the default `covariance_prior_` in data units from
+        `scaled_covariance`, the weighted empirical covariance of the
+        standardised data (weights count as repetitions), however the driver
+        reduced it. Xs only lends its shape and dtype.
         """
         n_features = Xs.shape[1]
         structure = self._structure
         if self.covariance_prior_ is None:
-            # Computed on the standardised data, where it cannot overflow.
-            scaled_cov = (
-                _empirical_covariance(Xs, sample_weight, structure)
-                if scaled_covariance is None
-                else scaled_covariance
-            )
+            # Reduced in standardised units, where it cannot overflow.
+            scaled_cov = scaled_covariance
             with np.errstate(over="ignore"):
                 self.covariance_prior_ = standardisation.scale_matrix_from(
                     scaled_cov
@@ -850,9 +831,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         # Imported here so that `import skbayesmix` never loads TensorFlow.
         from skbayesmix._tfp_backend import fit_variational_posterior
 
-        standardisation = Standardisation.from_data(X, sample_weight, self.reg_covar)
-        Xs = standardisation.transform(X)
-        prior = self._standardised_prior(Xs, sample_weight, standardisation)
+        standardisation, Xs, prior = self._standardise(X, sample_weight)
         total_weight = X.shape[0] if not weighted else float(np.sum(sample_weight))
         # The ELBO of standardised data differs by the log-Jacobian of the map.
         log_jacobian = standardisation.log_jacobian(total_weight, X.shape[1])
@@ -1068,7 +1047,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         """Validate a memmap without reading it: its first rows set the checks.
 
         The values are validated block by block as they are read (see
-        `skbayesmix._online.data_moments`).
+        `skbayesmix._online.streamed_moments`).
 
         Returns
         -------
@@ -1115,10 +1094,10 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         """
         from skbayesmix._online import (
             OnlineState,
-            data_moments,
             fit_passes,
             read_rows,
             scaled_initial_statistics,
+            streamed_moments,
         )
         from skbayesmix._tfp_backend import update
 
@@ -1136,32 +1115,16 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             )
         n_samples, n_features = X.shape
         structure = self._structure
-        moments = data_moments(
+        moments = streamed_moments(
             X, sample_weight, structure.scale_inverse_rank, dtype, validate=on_disk
         )
         self._check_n_positive(moments.n_positive)
         total_weight = moments.total_weight
-        scatter_diagonal = (
-            np.diag(moments.scaled_scatter)
-            if structure.scale_inverse_rank == 2
-            else moments.scaled_scatter
-        )
-        standardisation = Standardisation.from_moments(
-            moments.shift,
-            moments.max_abs,
-            float(np.sqrt(np.sum(scatter_diagonal) / (total_weight * n_features))),
-            self.reg_covar,
-        )
-        # The weighted empirical covariance in standardised units, as
-        # _empirical_covariance computes it from rows.
-        scaled_covariance = covariance_from_scatter(
-            moments.scaled_scatter / standardisation.spread**2, total_weight, structure
-        )
+        standardisation = Standardisation.from_data_moments(moments, self.reg_covar)
+        scaled_covariance = standardisation.covariance_to(moments, structure)
         no_rows = np.empty((0, n_features), dtype)
         self._check_parameters(no_rows, sample_weight, data_mean=moments.shift)
-        prior = self._standardised_prior(
-            no_rows, sample_weight, standardisation, scaled_covariance
-        )
+        prior = self._standardised_prior(no_rows, standardisation, scaled_covariance)
         settings = self._online_settings(standardisation)
         log_jacobian = standardisation.log_jacobian(total_weight, n_features)
         keywords = dict(
@@ -1350,11 +1313,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             self._check_n_positive(n_samples)
             warm = self._fitted_structure_matches(X)
             self._check_parameters(X, sample_weight)
-            standardisation = Standardisation.from_data(
-                X, sample_weight, self.reg_covar
-            )
-            Xs = standardisation.transform(X)
-            prior = self._standardised_prior(Xs, sample_weight, standardisation)
+            standardisation, Xs, prior = self._standardise(X, sample_weight)
             settings = self._online_settings(standardisation)
             if warm:
                 resp = None

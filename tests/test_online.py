@@ -51,7 +51,7 @@ def test_minibatch_slices_cover_rows_in_nearly_equal_sizes():
 
 
 @pytest.mark.parametrize("scatter_rank", [2, 1])
-def test_data_moments_over_blocks_equal_moments_of_whole(monkeypatch, scatter_rank):
+def test_streamed_moments_over_blocks_equal_moments_of_whole(monkeypatch, scatter_rank):
     import skbayesmix._online as online
 
     rng = np.random.RandomState(0)
@@ -61,7 +61,7 @@ def test_data_moments_over_blocks_equal_moments_of_whole(monkeypatch, scatter_ra
     weights[:50] = 0.0
     # 64 rows per block, so that 16 blocks are merged.
     monkeypatch.setattr(online, "_BLOCK_BYTES", 64 * 3 * 8)
-    moments = online.data_moments(X, weights, scatter_rank, np.float64, True)
+    moments = online.streamed_moments(X, weights, scatter_rank, np.float64, True)
     centred = X - np.average(X, axis=0, weights=weights)
     scatter = (centred * weights[:, None]).T @ centred / moments.max_abs**2
     np.testing.assert_allclose(moments.shift, np.average(X, axis=0, weights=weights))
@@ -72,14 +72,14 @@ def test_data_moments_over_blocks_equal_moments_of_whole(monkeypatch, scatter_ra
     np.testing.assert_allclose(moments.scaled_scatter, expected, rtol=1e-10)
 
 
-def test_data_moments_reject_nan_in_a_late_block(monkeypatch):
+def test_streamed_moments_reject_nan_in_a_late_block(monkeypatch):
     import skbayesmix._online as online
 
     X = np.random.RandomState(0).randn(1000, 3)
     X[900, 1] = np.nan
     monkeypatch.setattr(online, "_BLOCK_BYTES", 64 * 3 * 8)
     with pytest.raises(ValueError, match="Input X contains NaN"):
-        online.data_moments(X, None, 2, np.float64, True)
+        online.streamed_moments(X, None, 2, np.float64, True)
 
 
 def test_fit_online_standardises_as_the_batch_fit():

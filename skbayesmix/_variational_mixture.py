@@ -625,6 +625,9 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
                     n_clusters=self.n_components,
                     n_init=kmeans_n_init,
                     random_state=random_state,
+                    # A copy made here is k-means' to centre in place: copying
+                    # it again cost 0.1-0.4 s on 1e6 x 16.
+                    copy_x=X_init is X,
                 )
                 .fit(X_init, sample_weight=sample_weight)
                 .labels_

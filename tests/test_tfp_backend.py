@@ -343,9 +343,13 @@ def test_loop_building_the_design_matches_holding_it(
     built = backend.fit_variational_posterior(X, resp, prior, **kwargs)
     assert {key[0] for key in _loop._COMPILED} == {"loop", "loop_building_design"}
     assert held["n_iter"] == built["n_iter"] == len(held["lower_bounds"]) == 4
-    np.testing.assert_allclose(built["lower_bounds"], held["lower_bounds"], rtol=1e-12)
+    # A held design keeps a float32 copy for the E-step GEMM; built per block, a
+    # 'diag' or 'spherical' design is not cast, and its GEMM runs in float64.
+    same_gemm = dtype == np.float64 or covariance_type in ("full", "tied")
+    rtol, atol = (1e-12, 0.0) if same_gemm else (1e-7, 1e-6)
+    np.testing.assert_allclose(built["lower_bounds"], held["lower_bounds"], rtol=rtol)
     for got, want in zip(built["posterior"], held["posterior"]):
-        np.testing.assert_allclose(got, want, rtol=1e-10)
+        np.testing.assert_allclose(got, want, rtol=100 * rtol, atol=atol)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -63,7 +63,7 @@ def _coordinate_ascent(
     prior = Prior(alpha0, beta0, prior_mean, nu0, prior_scale_inverse)
     cold = warm <= 0.0
     layout = design_layout(tf.shape(X)[1], structure)
-    design_t = held_design(X, structure, layout) if hold_design else None
+    held = held_design(X, structure, layout) if hold_design else None
     posterior = _unpack_posterior(
         posterior_init, tf.shape(resp_init)[1], tf.shape(prior_mean)[0], structure
     )
@@ -89,7 +89,7 @@ def _coordinate_ascent(
             moments,
             offset,
             structure,
-            design_t,
+            held,
             layout,
             resp_init,
             initialising,

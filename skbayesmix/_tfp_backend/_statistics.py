@@ -44,6 +44,7 @@ _MAX_MAHALANOBIS_ERROR = 0.05
 # and keeps for all its iterations. Rebuilding it per block and iteration cost
 # 20-45% of an iteration on 1e6 x 16 'diag' and 6e4 x 16 'full'; beyond this
 # size, as for 'full' on 1e6 rows, the design is built per block and never held.
+# A float32 fit holds a float32 copy besides, half as much again (see HeldDesign).
 HELD_DESIGN_MAX_ELEMENTS = 2**25
 
 
@@ -149,16 +150,35 @@ def holds_design(n_samples, n_features, structure):
     return n_samples * _n_design(n_features, structure) <= HELD_DESIGN_MAX_ELEMENTS
 
 
-def held_design(X, structure, layout):
-    """The float64 design of all rows of X, by blocks, to hold across iterations.
+class HeldDesign(NamedTuple):
+    """The design of all rows of X, built once and held across iterations.
 
     Stored as one (n_design, BLOCK_SIZE) slab per block of rows, so that each
     block reads a contiguous slab, the layout the per-block GEMMs want.
 
+    design : float64 Tensor of shape (n_blocks, n_design, BLOCK_SIZE)
+        `transposed_design` of every row, zero-padded to whole blocks.
+    low : Tensor of X's dtype, of the same shape
+        The operand of a float32 E-step GEMM; `design` itself for float64 X.
+        Casting the design per block and iteration took as long as the float32
+        GEMM saved; held, the GEMM of 1e6 x 16 'diag' takes 25 instead of 62 ms
+        per iteration, for half as much memory again.
+    squared_norms : float64 Tensor of shape (n_blocks,)
+        max ||x_a||^2 = max ||x||^2 + 1 over each block's rows: the float32
+        error bound's factor, which would otherwise cost a pass over the block.
+    """
+
+    design: Any
+    low: Any
+    squared_norms: Any
+
+
+def held_design(X, structure, layout):
+    """The `HeldDesign` of X, block by block.
+
     Returns
     -------
-    design_t : Tensor of shape (n_blocks, n_design, BLOCK_SIZE)
-        `transposed_design` of every row, zero-padded to whole blocks.
+    held : HeldDesign
     """
     n_samples = tf.shape(X)[0]
     n_blocks = (n_samples + BLOCK_SIZE - 1) // BLOCK_SIZE
@@ -167,13 +187,19 @@ def held_design(X, structure, layout):
     )
     design_t = transposed_design(padded, structure, layout)  # [m, n_blocks * B]
     slabs = tf.reshape(design_t, [tf.shape(design_t)[0], n_blocks, BLOCK_SIZE])
-    return tf.transpose(slabs, [1, 0, 2])
+    design = tf.transpose(slabs, [1, 0, 2])
+    squared_norms = 1.0 + tf.reduce_max(
+        tf.reshape(tf.reduce_sum(tf.square(padded), axis=1), [n_blocks, BLOCK_SIZE]),
+        axis=1,
+    )
+    low = design if X.dtype == tf.float64 else tf.cast(design, X.dtype)
+    return HeldDesign(design, low, squared_norms)
 
 
-def _block_design(X, design_t, start, size, structure, layout):
+def _block_design(X, held, start, size, structure, layout):
     """The float64 design of rows start:start + size, held or built now."""
-    if design_t is not None:
-        return design_t[start // BLOCK_SIZE][:, :size]
+    if held is not None:
+        return held.design[start // BLOCK_SIZE][:, :size]
     block = tf.cast(tf.slice(X, [start, 0], [size, -1]), tf.float64)
     return transposed_design(block, structure, layout)
 
@@ -354,7 +380,7 @@ def expected_statistics(
     moments,
     offset,
     structure,
-    design_t=None,
+    held=None,
     layout=None,
     resp_init=None,
     use_resp_init=None,
@@ -369,7 +395,7 @@ def expected_statistics(
     moments : PrecisionMoments of `posterior`, float64
     offset : Tensor of shape (n_components,), float64
         `log_rho_offset` of `posterior`.
-    design_t : Tensor, default=None
+    held : HeldDesign, default=None
         `held_design(X)`, when the caller holds it across iterations.
     layout : DesignLayout, default=None
         `design_layout`, when the caller has built it.
@@ -400,12 +426,15 @@ def expected_statistics(
     )
     log_rho_coefficients = half_coefficients + offset[:, None] * constant_feature
     compute_dtype = X.dtype
-    # A 'diag' or 'spherical' design is only 2 D + 1 or D + 2 wide: its GEMM is
-    # a small part of a block, and casting the design to float32 for it cost
-    # more than it saved: 21 warm iterations on 1e6 x 16 float32 'diag' took
-    # 4.25-4.40 s against 4.55-4.60 s. A Wishart's is (D + 1)(D + 2) / 2 wide,
-    # and there float32 pays.
-    low_precision = compute_dtype != tf.float64 and structure.family == "wishart"
+    # The E-step GEMM of float32 X runs in float32 where that pays: on a held
+    # design's float32 copy, and on a Wishart's design, (D + 1)(D + 2) / 2 wide,
+    # cast per block. A 'diag' or 'spherical' design built per block is only
+    # 2 D + 1 or D + 2 wide, and its cast cost more than the float32 GEMM saved:
+    # 21 warm iterations on 1e6 x 16 float32 'diag' took 4.55-4.60 s that way,
+    # 4.25-4.40 s in float64.
+    low_precision = compute_dtype != tf.float64 and (
+        held is not None or structure.family == "wishart"
+    )
     if low_precision:
         low_coefficients = tf.cast(half_coefficients, compute_dtype)
         n_design = tf.cast(tf.shape(coefficients)[1], tf.float64)
@@ -419,7 +448,7 @@ def expected_statistics(
 
     def statistics_of_block(start, size):
         weight = tf.slice(sample_weight, [start], [size])
-        design_sum = _block_design(X, design_t, start, size, structure, layout)
+        design_sum = _block_design(X, held, start, size, structure, layout)
 
         def log_rho():
             # Components run along the first axis: with the design transposed,
@@ -427,8 +456,18 @@ def expected_statistics(
             # 'full'.
             if not low_precision:
                 return tf.linalg.matmul(log_rho_coefficients, design_sum)  # [k, b]
-            block = tf.cast(tf.slice(X, [start, 0], [size, -1]), tf.float64)
-            design_norm = 1.0 + tf.reduce_max(tf.reduce_sum(tf.square(block), 1))
+            if held is not None:
+                design_norm = held.squared_norms[start // BLOCK_SIZE]
+
+                def low_design():
+                    return held.low[start // BLOCK_SIZE][:, :size]
+
+            else:
+                block = tf.cast(tf.slice(X, [start, 0], [size, -1]), tf.float64)
+                design_norm = 1.0 + tf.reduce_max(tf.reduce_sum(tf.square(block), 1))
+
+                def low_design():
+                    return tf.cast(design_sum, compute_dtype)
 
             # Only the GEMM runs in the compute dtype. TF's vectorised float32 exp
             # rounds a block's ragged tail differently, so a float32 softmax made
@@ -440,9 +479,7 @@ def expected_statistics(
                 lambda: (
                     offset[:, None]
                     + tf.cast(
-                        tf.linalg.matmul(
-                            low_coefficients, tf.cast(design_sum, compute_dtype)
-                        ),
+                        tf.linalg.matmul(low_coefficients, low_design()),
                         tf.float64,
                     )
                 ),

@@ -415,79 +415,14 @@ def expected_statistics(
     coefficients = mahalanobis_coefficients(
         posterior.means, moments, structure, layout
     )  # [k, m]
-    # The GEMM yields log rho = offset - E[(x - m_k)^T Lambda_k (x - m_k)] / 2
-    # directly, the offset carried by the constant feature: each pass over
-    # [k, b] saved is about 4% of an iteration on 1e6 x 16 'diag'.
-    half_coefficients = -0.5 * coefficients  # a power of two: exact
-    constant_feature = tf.one_hot(
-        _constant_feature(n_features, structure),
-        tf.shape(coefficients)[1],
-        dtype=tf.float64,
-    )
-    log_rho_coefficients = half_coefficients + offset[:, None] * constant_feature
-    compute_dtype = X.dtype
-    # The E-step GEMM of float32 X runs in float32 where that pays: on a held
-    # design's float32 copy, and on a Wishart's design, (D + 1)(D + 2) / 2 wide,
-    # cast per block. A 'diag' or 'spherical' design built per block is only
-    # 2 D + 1 or D + 2 wide, and its cast cost more than the float32 GEMM saved:
-    # 21 warm iterations on 1e6 x 16 float32 'diag' took 4.55-4.60 s that way,
-    # 4.25-4.40 s in float64.
-    low_precision = compute_dtype != tf.float64 and (
-        held is not None or structure.family == "wishart"
-    )
-    if low_precision:
-        low_coefficients = tf.cast(half_coefficients, compute_dtype)
-        n_design = tf.cast(tf.shape(coefficients)[1], tf.float64)
-        # |fl(d . c) - d . c| <~ (1 + sqrt(m)) eps ||d|| ||c||, and
-        # ||d(x)|| <= ||x_a||^2 = ||x||^2 + 1 for every structure's design.
-        error_per_design_norm = (
-            (1.0 + tf.sqrt(n_design))
-            * np.finfo(np.float32).eps
-            * tf.reduce_max(tf.norm(coefficients, axis=1))
-        )
+    log_rho = _block_log_rho(X, held, coefficients, offset, structure)
 
     def statistics_of_block(start, size):
         weight = tf.slice(sample_weight, [start], [size])
         design_sum = _block_design(X, held, start, size, structure, layout)
 
-        def log_rho():
-            # Components run along the first axis: with the design transposed,
-            # c @ d then needs no transposed operand, which measured faster for
-            # 'full'.
-            if not low_precision:
-                return tf.linalg.matmul(log_rho_coefficients, design_sum)  # [k, b]
-            if held is not None:
-                design_norm = held.squared_norms[start // BLOCK_SIZE]
-
-                def low_design():
-                    return held.low[start // BLOCK_SIZE][:, :size]
-
-            else:
-                block = tf.cast(tf.slice(X, [start, 0], [size, -1]), tf.float64)
-                design_norm = 1.0 + tf.reduce_max(tf.reduce_sum(tf.square(block), 1))
-
-                def low_design():
-                    return tf.cast(design_sum, compute_dtype)
-
-            # Only the GEMM runs in the compute dtype. TF's vectorised float32 exp
-            # rounds a block's ragged tail differently, so a float32 softmax made
-            # a row's r depend, by an ulp, on where its block ended. The offset
-            # is added in float64: in float32, folded into the constant term, it
-            # measurably moved the ELBO.
-            return tf.cond(
-                error_per_design_norm * design_norm < _MAX_MAHALANOBIS_ERROR,
-                lambda: (
-                    offset[:, None]
-                    + tf.cast(
-                        tf.linalg.matmul(low_coefficients, low_design()),
-                        tf.float64,
-                    )
-                ),
-                lambda: tf.linalg.matmul(log_rho_coefficients, design_sum),
-            )
-
         def e_step():
-            return _weighted_responsibilities(log_rho(), weight)
+            return _weighted_responsibilities(log_rho(start, size, design_sum), weight)
 
         if resp_init is None:
             weighted_resp, entropy = e_step()
@@ -505,6 +440,85 @@ def expected_statistics(
         _zero_totals(tf.shape(coefficients)[0], tf.shape(coefficients)[1]),
     )
     return unpack_statistics(*totals, n_features, structure, layout)
+
+
+def _block_log_rho(X, held, coefficients, offset, structure):
+    """log rho_kn = offset_k - E[(x_n - m_k)^T Lambda_k (x_n - m_k)] / 2, by block.
+
+    Returns
+    -------
+    log_rho : callable
+        log_rho(start, size, design_t) gives the float64 [k, b] log rho of rows
+        start:start + size, whose float64 design is design_t: one GEMM in X's
+        dtype or in float64, chosen per block (see the module's comment).
+    """
+    n_features = tf.shape(X)[1]
+    # The GEMM yields log rho directly, the offset carried by the constant
+    # feature: each pass over [k, b] saved is about 4% of an iteration on
+    # 1e6 x 16 'diag'.
+    half_coefficients = -0.5 * coefficients  # a power of two: exact
+    constant_feature = tf.one_hot(
+        _constant_feature(n_features, structure),
+        tf.shape(coefficients)[1],
+        dtype=tf.float64,
+    )
+    log_rho_coefficients = half_coefficients + offset[:, None] * constant_feature
+
+    def in_float64(design_t):
+        # Components run along the first axis: with the design transposed,
+        # c @ d then needs no transposed operand, which measured faster for
+        # 'full'.
+        return tf.linalg.matmul(log_rho_coefficients, design_t)  # [k, b]
+
+    compute_dtype = X.dtype
+    # The E-step GEMM of float32 X runs in float32 where that pays: on a held
+    # design's float32 copy, and on a Wishart's design, (D + 1)(D + 2) / 2 wide,
+    # cast per block. A 'diag' or 'spherical' design built per block is only
+    # 2 D + 1 or D + 2 wide, and its cast cost more than the float32 GEMM saved:
+    # 21 warm iterations on 1e6 x 16 float32 'diag' took 4.55-4.60 s that way,
+    # 4.25-4.40 s in float64.
+    if compute_dtype == tf.float64 or (held is None and structure.family != "wishart"):
+        return lambda start, size, design_t: in_float64(design_t)
+
+    low_coefficients = tf.cast(half_coefficients, compute_dtype)
+    n_design = tf.cast(tf.shape(coefficients)[1], tf.float64)
+    # |fl(d . c) - d . c| <~ (1 + sqrt(m)) eps ||d|| ||c||, and
+    # ||d(x)|| <= ||x_a||^2 = ||x||^2 + 1 for every structure's design.
+    error_per_design_norm = (
+        (1.0 + tf.sqrt(n_design))
+        * np.finfo(np.float32).eps
+        * tf.reduce_max(tf.norm(coefficients, axis=1))
+    )
+
+    def log_rho(start, size, design_t):
+        if held is not None:
+            design_norm = held.squared_norms[start // BLOCK_SIZE]
+
+            def low_design():
+                return held.low[start // BLOCK_SIZE][:, :size]
+
+        else:
+            block = tf.cast(tf.slice(X, [start, 0], [size, -1]), tf.float64)
+            design_norm = 1.0 + tf.reduce_max(tf.reduce_sum(tf.square(block), 1))
+
+            def low_design():
+                return tf.cast(design_t, compute_dtype)
+
+        # Only the GEMM runs in the compute dtype. TF's vectorised float32 exp
+        # rounds a block's ragged tail differently, so a float32 softmax made a
+        # row's r depend, by an ulp, on where its block ended. The offset is
+        # added in float64: in float32, folded into the constant term, it
+        # measurably moved the ELBO.
+        return tf.cond(
+            error_per_design_norm * design_norm < _MAX_MAHALANOBIS_ERROR,
+            lambda: (
+                offset[:, None]
+                + tf.cast(tf.linalg.matmul(low_coefficients, low_design()), tf.float64)
+            ),
+            lambda: in_float64(design_t),
+        )
+
+    return log_rho
 
 
 def responsibility_statistics(X, sample_weight, resp, structure):

@@ -8,8 +8,8 @@
 #   E[(x - m_k)^T Lambda_k (x - m_k)] = d(x) . c_k                  (E-step)
 #   sum_n w_n r_nk d(x_n)                                            (statistics)
 #
-# The constant feature carries m_k^T E[Lambda_k] m_k into the E-step GEMM and
-# N_k out of the statistics GEMM.
+# The constant feature carries m_k^T E[Lambda_k] m_k (in float64, the whole
+# offset of log rho) into the E-step GEMM and N_k out of the statistics GEMM.
 #
 # A full-batch fit builds the design once, in one slab per block, when it fits
 # HELD_DESIGN_MAX_ELEMENTS; otherwise, and for chunks fed one at a time, it is
@@ -18,12 +18,13 @@
 # Precision. Sums over samples are float64 whatever X's dtype: float32 sums over
 # 1e5+ rows lose the digits that the scatter (second moment minus squared mean)
 # and the convergence test need. The design is built in float64, where x_i x_j
-# of float32 inputs is exact. The E-step GEMM of a Wishart's design runs in X's
-# dtype (the other designs are too narrow to gain from it), except where the
-# float32 expansion d(x) . c_k could lose more than _MAX_MAHALANOBIS_ERROR:
-# an ill-conditioned E[Lambda] makes the terms of d . c large while their sum is
-# small. The bound is checked per block, so a few far outliers or one
-# near-singular component send only the blocks that need it to float64.
+# of float32 inputs is exact. For float32 X the E-step GEMM runs in float32 where
+# that pays (on a held design's float32 copy, and on a Wishart's wide design;
+# see `_block_log_rho`), except where the float32 expansion d(x) . c_k could
+# lose more than _MAX_MAHALANOBIS_ERROR: an ill-conditioned E[Lambda] makes the
+# terms of d . c large while their sum is small. The bound is checked per block,
+# so a few far outliers or one near-singular component send only the blocks
+# that need it to float64.
 
 from typing import Any, NamedTuple
 

@@ -164,7 +164,7 @@ class HeldDesign(NamedTuple):
         Casting the design per block and iteration took as long as the float32
         GEMM saved; held, the GEMM of 1e6 x 16 'diag' takes 25 instead of 62 ms
         per iteration, for half as much memory again.
-    squared_norms : float64 Tensor of shape (n_blocks,)
+    squared_norms : float64 Tensor of shape (n_blocks,), or None for float64 X
         max ||x_a||^2 = max ||x||^2 + 1 over each block's rows: the float32
         error bound's factor, which would otherwise cost a pass over the block.
     """
@@ -189,12 +189,13 @@ def held_design(X, structure, layout):
     design_t = transposed_design(padded, structure, layout)  # [m, n_blocks * B]
     slabs = tf.reshape(design_t, [tf.shape(design_t)[0], n_blocks, BLOCK_SIZE])
     design = tf.transpose(slabs, [1, 0, 2])
+    if X.dtype == tf.float64:
+        return HeldDesign(design, design, None)
     squared_norms = 1.0 + tf.reduce_max(
         tf.reshape(tf.reduce_sum(tf.square(padded), axis=1), [n_blocks, BLOCK_SIZE]),
         axis=1,
     )
-    low = design if X.dtype == tf.float64 else tf.cast(design, X.dtype)
-    return HeldDesign(design, low, squared_norms)
+    return HeldDesign(design, tf.cast(design, X.dtype), squared_norms)
 
 
 def _block_design(X, held, start, size, structure, layout):

@@ -574,13 +574,12 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         structure = self._structure
         if self.covariance_prior_ is None:
             # Reduced in standardised units, where it cannot overflow.
-            scaled_cov = scaled_covariance
             with np.errstate(over="ignore"):
                 self.covariance_prior_ = standardisation.scale_matrix_from(
-                    scaled_cov
+                    scaled_covariance
                 ).astype(Xs.dtype)
         else:
-            scaled_cov = standardisation.scale_matrix_to(self.covariance_prior_)
+            scaled_covariance = standardisation.scale_matrix_to(self.covariance_prior_)
         if not np.all(np.isfinite(self.covariance_prior_)):
             raise ValueError(
                 "The covariance of X overflows the floating point range. "
@@ -593,7 +592,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             np.float64(self.mean_precision_prior_),
             standardisation.mean_to(self.mean_prior_),
             np.float64(self.degrees_of_freedom_prior_),
-            scaled_cov + reg * identity,
+            scaled_covariance + reg * identity,
         )
 
     # ----------------------------------------------------------------------------

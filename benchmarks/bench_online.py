@@ -235,32 +235,38 @@ WORKLOADS = {"i": workload_i, "j": workload_j, "k": workload_k}
 
 def batch_size_table(n_rows=400_000, batch_sizes=(2048, 4096, 8192, 16384, 32768)):
     """Seconds of one pass of SVI steps over n_rows, per batch size (min of 3)."""
-    from skbayesmix._online import OnlineState, minibatch_slices, online_steps
+    from skbayesmix._fitting import LoopState
+    from skbayesmix._online import OnlineSettings, minibatch_slices, online_steps
+    from skbayesmix._priors import model_prior
+    from skbayesmix._standardisation import DataMoments
+    from skbayesmix._state import Statistics
     from skbayesmix._tfp_backend import update
 
     X = mixture().sample(n_rows, np.random.RandomState(0)).astype(np.float32)
     model = VariationalGaussianMixture(
         learning_method="online", max_iter=1, **PARAMS
     ).fit(X)
-    standardisation = model._online_standardisation
-    prior, statistics = model._online_prior, model._online_statistics
-    Xs = standardisation.transform(X)
+    fit_model = model_prior(
+        model.get_params(), DataMoments(*model._online_moments), X.dtype
+    )
+    statistics = Statistics(*model._online_statistics)
+    Xs = fit_model.standardisation.transform(X)
     times = {size: [] for size in batch_sizes}
     for _ in range(3):
         for size in batch_sizes:
-            settings = model._online_settings(standardisation)._replace(batch_size=size)
+            settings = OnlineSettings(size, model.learning_offset, model.learning_decay)
             posterior = update(
-                prior,
+                fit_model.prior,
                 statistics,
-                settings.reg_covar,
-                covariance_type="diag",
-                weight_concentration_prior_type="dirichlet_process",
+                fit_model.reg_covar,
+                covariance_type=fit_model.covariance_type,
+                weight_concentration_prior_type=fit_model.weight_type,
             )
-            state = OnlineState(statistics, posterior, 100)
+            state = LoopState(posterior, None, -np.inf, statistics, 100)
             minibatches = ((Xs[s], None) for s in minibatch_slices(n_rows, size))
             seconds, _ = _timed(
                 lambda state=state, minibatches=minibatches, settings=settings: (
-                    online_steps(state, minibatches, prior, n_rows, settings)
+                    online_steps(state, minibatches, fit_model, n_rows, settings)
                 )
             )
             times[size].append(seconds)

@@ -6,27 +6,30 @@
 # the client. Only q(theta) travels out and K (D^2 + D + 1) statistics travel
 # back, so the fit is the in-memory fit's full-batch CAVI, chunk by chunk.
 #
-# The standardised X stays persisted on the workers; the client only ever holds
-# the moments of the data, a sample of rows for the initialisation and the model.
+# The validated X stays persisted on the workers, in data units; each task
+# standardises its chunk as it uses it. The client only ever holds the moments
+# of the data, the rows of the start (a sample, for large X) and the model.
 #
 # Imported only when `fit` or a predict method meets a dask array, so that
 # `import skbayesmix` never imports dask.
 
 import copy
 import functools
-from typing import NamedTuple
 
 import dask
 import dask.array as da
 import numpy as np
-from sklearn.utils import check_array, check_random_state
+from sklearn.utils import check_array
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
+from skbayesmix._fitting import Driver, LoopResult, LoopState
 from skbayesmix._standardisation import (
-    DataMoments,
-    Standardisation,
-    weighted_scatter,
+    data_moments,
+    merge_moments,
+    no_moments,
+    row_pieces,
 )
+from skbayesmix._starts import covers_rows, initial_resp, largest_sampling_keys
 from skbayesmix._state import scale_statistics, sum_statistics
 
 try:
@@ -34,7 +37,7 @@ try:
 except ImportError:  # dask without distributed: local schedulers only
     KilledWorker = ()
 
-__all__ = ["fit", "predict", "score"]
+__all__ = ["DaskDriver", "predict", "score"]
 
 # Rows gathered to the client for the initialisation. k-means on 65536 x 16 takes
 # about a second, and the starting point it finds is then refined by exact CAVI
@@ -43,31 +46,6 @@ _INIT_SAMPLE_ROWS = 2**16
 
 # Statistics added per task of the tree reduction.
 _REDUCTION_FAN_IN = 8
-
-# Initialisations whose responsibilities cover every row: their statistics of a
-# sample stand for all rows once scaled by (total weight / sample weight). The
-# others mark n_components rows, as they do in memory, and are not scaled.
-_INIT_PARAMS_COVERING_ROWS = {"kmeans", "random"}
-
-
-class _FirstMoments(NamedTuple):
-    """Reductions of the validation pass; they add up over chunks.
-
-    n_rows : int
-    n_positive : int
-        Rows of positive weight.
-    total_weight : float
-    max_abs : float
-        The largest |x| over rows of positive weight.
-    scaled_sum : ndarray of shape (n_features,)
-        sum_n w_n x_n / max_abs of the chunk (kept scaled so it cannot overflow).
-    """
-
-    n_rows: int
-    n_positive: int
-    total_weight: float
-    max_abs: float
-    scaled_sum: np.ndarray
 
 
 # --------------------------------------------------------------------------------
@@ -151,7 +129,7 @@ def _sample_weight_chunked(sample_weight, X):
 
 
 # --------------------------------------------------------------------------------
-# Reductions that set the data-dependent defaults
+# Reductions
 # --------------------------------------------------------------------------------
 
 
@@ -159,25 +137,11 @@ def _block_weights(X, sample_weight):
     return np.ones(X.shape[0]) if sample_weight is None else sample_weight
 
 
-def _first_moments(X, sample_weight):
-    """The chunk's _FirstMoments."""
-    weights = _block_weights(X, sample_weight)
-    positive = weights > 0
-    max_abs = float(np.max(np.abs(X[positive]))) if X[positive].size else 0.0
-    scale = max_abs if max_abs > 0 else 1.0
-    return _FirstMoments(
-        X.shape[0],
-        int(np.sum(positive)),
-        float(np.sum(weights)),
-        max_abs,
-        weights @ (np.asarray(X, dtype=np.float64) / scale),
+def _chunk_moments(X, sample_weight, scatter_rank):
+    """The chunk's DataMoments, by the same per-piece reduction as in memory."""
+    return data_moments(
+        row_pieces(X, _block_weights(X, sample_weight)), X.shape[1], scatter_rank
     )
-
-
-def _scaled_scatter(X, sample_weight, max_abs, shift_scaled, full):
-    """The chunk's weighted scatter of X / max_abs about shift / max_abs."""
-    centred = np.asarray(X, dtype=np.float64) / max_abs - shift_scaled
-    return weighted_scatter(centred, _block_weights(X, sample_weight), full)
 
 
 def _blocks(X, sample_weight):
@@ -188,58 +152,8 @@ def _blocks(X, sample_weight):
     return list(zip(x_blocks, sample_weight.to_delayed().ravel()))
 
 
-def _standardisation_and_covariance(X, sample_weight, structure, reg_covar):
-    """Two exact passes: the validation pass's moments, then the scatter.
-
-    The same quantities as `Standardisation.from_data_moments` and
-    `Standardisation.covariance_to`, reduced chunk by chunk. The scatter is taken
-    about the exact mean of the first pass, scaled by max|x| so that it cannot
-    overflow.
-
-    Returns
-    -------
-    moments : _FirstMoments
-        Summed over chunks, with the global max_abs and sum_n w_n x_n / max_abs.
-    standardisation : Standardisation
-    scaled_covariance : ndarray of shape `structure.prior_scale_shape`
-        The weighted empirical covariance of the standardised data.
-    """
-    blocks = _blocks(X, sample_weight)
-    (per_chunk,) = dask.compute([dask.delayed(_first_moments)(*b) for b in blocks])
-    max_abs = max(m.max_abs for m in per_chunk)
-    max_abs = max_abs if max_abs > 0 else 1.0
-    moments = _FirstMoments(
-        sum(m.n_rows for m in per_chunk),
-        sum(m.n_positive for m in per_chunk),
-        sum(m.total_weight for m in per_chunk),
-        max_abs,
-        sum(
-            (m.max_abs if m.max_abs > 0 else 1.0) / max_abs * m.scaled_sum
-            for m in per_chunk
-        ),
-    )
-    if moments.n_positive == 0:
-        return moments, None, None
-    shift_scaled = moments.scaled_sum / moments.total_weight
-    full = structure.scale_inverse_rank == 2
-    scatter = _tree_sum(
-        [
-            dask.delayed(_scaled_scatter)(x, w, max_abs, shift_scaled, full)
-            for x, w in blocks
-        ],
-        _add,
-    )
-    (scatter,) = dask.compute(scatter)
-    data_moments = DataMoments(
-        moments.total_weight,
-        moments.n_positive,
-        shift_scaled * max_abs,
-        max_abs,
-        scatter,
-    )
-    standardisation = Standardisation.from_data_moments(data_moments, reg_covar)
-    scaled_covariance = standardisation.covariance_to(data_moments, structure)
-    return moments, standardisation, scaled_covariance
+def _merge_all(*parts):
+    return functools.reduce(merge_moments, parts)
 
 
 def _add(*parts):
@@ -261,15 +175,19 @@ def _tree_sum(parts, add):
 # --------------------------------------------------------------------------------
 
 
-def _chunk_statistics(X, sample_weight, posterior, reg_covar, model_type):
-    """Statistics of one chunk, on the worker that holds it (imports TF there)."""
+def _chunk_statistics(X, sample_weight, posterior, standardisation, model):
+    """Statistics of one chunk, on the worker that holds it (imports TF there).
+
+    The chunk is standardised here, as it is used: the workers keep X in data
+    units, whose bits the start's canonical order is taken on (see _starts).
+    """
     if X.shape[0] == 0:
         return None
     from skbayesmix._tfp_backend import chunk_statistics
 
-    covariance_type, weight_type = model_type
+    covariance_type, weight_type, reg_covar = model
     return chunk_statistics(
-        X,
+        standardisation.transform(X),
         posterior,
         reg_covar,
         covariance_type=covariance_type,
@@ -283,205 +201,192 @@ def _add_statistics(*parts):
     return sum_statistics(parts) if parts else None
 
 
-def _summed_statistics(blocks, posterior, reg_covar, model_type):
+def _summed_statistics(blocks, posterior, model):
     """E-step under `posterior` on every chunk, summed by a tree reduction.
+
+    Parameters
+    ----------
+    blocks : list of (Delayed, Delayed or None)
+    posterior : Posterior
+    model : ModelPrior
 
     Returns
     -------
     statistics : Statistics of float64 ndarray
     """
-    # One key for q(theta), shared by every chunk's task, so it travels once per
-    # worker rather than once per chunk.
+    # One key each for q(theta) and the map, shared by every chunk's task, so
+    # they travel once per worker rather than once per chunk.
     posterior = dask.delayed(posterior, traverse=False)
+    standardisation = dask.delayed(model.standardisation, traverse=False)
+    settings = (model.covariance_type, model.weight_type, model.reg_covar)
     parts = [
-        dask.delayed(_chunk_statistics)(x, w, posterior, reg_covar, model_type)
+        dask.delayed(_chunk_statistics)(x, w, posterior, standardisation, settings)
         for x, w in blocks
     ]
     (statistics,) = dask.compute(_tree_sum(parts, _add_statistics))
     return statistics
 
 
-def _coordinate_ascent(
-    resp,
-    *,
-    blocks,
-    prior,
-    reg_covar,
-    tol,
-    model_type,
-    max_iter,
-    posterior_init,
-    lower_bound_init,
-):
-    """CAVI from `posterior_init`, one distributed E-step per iteration.
-
-    The same iteration, convergence test and result as the backend's compiled
-    loop (`fit_variational_posterior`), so the estimator's `_run_loop` drives
-    both. `resp` is unused: the driver always starts from a posterior.
-    """
-    from skbayesmix._tfp_backend import lower_bound, update
-
-    covariance_type, weight_type = model_type
-    steps = dict(
-        covariance_type=covariance_type, weight_concentration_prior_type=weight_type
+def _chunk_sampling_keys(X, sample_weight, size, seed, offset):
+    """The chunk's `size` largest sampling keys (see `largest_sampling_keys`)."""
+    return largest_sampling_keys(
+        _block_weights(X, sample_weight), size, np.random.RandomState(seed), offset
     )
-    posterior, bound = posterior_init, lower_bound_init
-    lower_bounds, converged = [], False
-    while len(lower_bounds) < max_iter and not converged:
-        statistics = _summed_statistics(blocks, posterior, reg_covar, model_type)
-        posterior = update(prior, statistics, reg_covar, **steps)
-        new_bound = lower_bound(prior, posterior, statistics, reg_covar, **steps)
-        # A non-finite bound means the numbers broke down; stop rather than loop on.
-        converged = abs(new_bound - bound) < tol or not np.isfinite(new_bound)
-        lower_bounds.append(new_bound)
-        bound = new_bound
-    return {
-        "posterior": posterior,
-        "lower_bounds": np.asarray(lower_bounds, dtype=np.float64),
-        "n_iter": len(lower_bounds),
-        "converged": converged,
-    }
 
 
-def _initial_posterior(
-    estimator, X, sample_weight, moments, prior, reg_covar, random_state
-):
-    """q(theta) from the estimator's own initialisation on a sample of rows.
-
-    With at most _INIT_SAMPLE_ROWS rows, the sample is all of X in order and the
-    random state is consumed as in memory, so the fit equals the in-memory fit.
-    """
-    from skbayesmix._tfp_backend import initial_statistics, update
-
-    if moments.n_rows <= _INIT_SAMPLE_ROWS:
-        rows = slice(None)
-    else:
-        rows = np.unique(random_state.randint(moments.n_rows, size=_INIT_SAMPLE_ROWS))
-    sample, weights = dask.compute(
-        X[rows], None if sample_weight is None else sample_weight[rows]
-    )
-    model = dict(
-        covariance_type=estimator.covariance_type,
-        weight_concentration_prior_type=estimator.weight_concentration_prior_type,
-    )
-    resp = estimator._initial_resp(sample, weights, random_state)
-    statistics = initial_statistics(sample, resp, sample_weight=weights, **model)
-    sample_weight_total = sample.shape[0] if weights is None else np.sum(weights)
-    if (
-        estimator.init_params in _INIT_PARAMS_COVERING_ROWS
-        and sample.shape[0] < moments.n_rows
-    ):
-        statistics = scale_statistics(
-            statistics, moments.total_weight / sample_weight_total
-        )
-    return update(prior, statistics, reg_covar, **model)
+def _largest_keys(*parts, size):
+    keys = np.concatenate([k for k, _ in parts])
+    rows = np.concatenate([r for _, r in parts])
+    largest = np.argsort(keys)[::-1][:size]
+    return keys[largest], rows[largest]
 
 
-# --------------------------------------------------------------------------------
-# Public entry points, called by the estimator when X is a dask array
-# --------------------------------------------------------------------------------
+def _translate_worker_deaths(method):
+    """A driver step whose KilledWorker becomes a clear RuntimeError."""
 
-
-def fit(estimator, X, sample_weight=None):
-    """Fit `estimator` to the dask array X; on any error leave it as it was.
-
-    Parameters
-    ----------
-    estimator : VariationalGaussianMixture
-    X : dask.array.Array of shape (n_samples, n_features)
-    sample_weight : array-like or dask.array.Array of shape (n_samples,), \
-            default=None
-    """
-    if estimator.learning_method == "online":
-        raise ValueError(
-            "learning_method='online' does not take dask arrays yet; fit them "
-            "with learning_method='batch' (exact CAVI over the chunks), or feed "
-            "their chunks to partial_fit."
-        )
-    state = dict(estimator.__dict__)
-    try:
-        _fit(estimator, X, sample_weight)
-    except BaseException as error:
-        # Nothing half-written: priors set early and a posterior set late go
-        # together, or not at all.
-        estimator.__dict__.clear()
-        estimator.__dict__.update(state)
-        if isinstance(error, KilledWorker):
+    @functools.wraps(method)
+    def step(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except KilledWorker as error:
             raise RuntimeError(
                 "A Dask worker died while fitting, more often than the scheduler "
                 "retries a task (distributed.scheduler.allowed-failures); the "
                 "estimator was left as it was before fit. Check the workers' "
                 "memory limits and logs."
             ) from error
-        raise
+
+    return step
 
 
-def _fit(estimator, X, sample_weight):
-    """The steps of the estimator's `_fit`, with reductions in place of arrays."""
-    name = type(estimator).__name__
-    X = _rows_chunked(X, name)
-    dtype = _fit_dtype(X.dtype)
-    X = X.map_blocks(_validated_block, name, dtype=dtype, meta=np.empty((0, 0), dtype))
-    weighted = sample_weight is not None
-    if weighted:
-        sample_weight = _sample_weight_chunked(sample_weight, X)
-    if X.shape[0] < 2:
-        raise ValueError(
-            "Found array with %d sample(s) (shape=%s) while a minimum of 2 is "
-            "required by %s." % (X.shape[0], X.shape, name)
+class DaskDriver(Driver):
+    """Full-batch CAVI of a dask array, one map-reduce E-step per iteration.
+
+    The same iteration, convergence test and result as the in-memory driver's
+    compiled loop, so the fit equals the in-memory fit of the same rows. The
+    start runs on all rows when there are at most 65536 of positive weight, on
+    a sample of that many by weight otherwise.
+
+    Parameters
+    ----------
+    X : dask.array.Array of shape (n_samples, n_features)
+    sample_weight : array-like or dask.array.Array of shape (n_samples,) or None
+    estimator_name : str
+        For scikit-learn's messages.
+    """
+
+    def __init__(self, X, sample_weight, estimator_name):
+        X = _rows_chunked(X, estimator_name)
+        dtype = _fit_dtype(X.dtype)
+        X = X.map_blocks(
+            _validated_block,
+            estimator_name,
+            dtype=dtype,
+            meta=np.empty((0, 0), dtype),
         )
-    # The validation pass: each chunk is checked once, where it is computed, and
-    # the checked chunks stay on the workers.
-    X, sample_weight = dask.persist(X, sample_weight)
-    structure = estimator._structure
-    moments, standardisation, scaled_covariance = _standardisation_and_covariance(
-        X, sample_weight, structure, estimator.reg_covar
-    )
-    if moments.n_positive < estimator.n_components:
-        raise ValueError(
-            "Expected n_samples >= n_components "
-            f"but got n_components = {estimator.n_components}, "
-            f"n_samples = {moments.n_positive}"
-        )
-    estimator._check_parameters(X, None, data_mean=standardisation.shift)
-    # The backend fits standardised data; only that copy stays on the workers.
-    Xs = X.map_blocks(
-        standardisation.transform, dtype=dtype, meta=np.empty((0, 0), dtype)
-    ).persist()
-    del X
-    prior = estimator._standardised_prior(Xs, standardisation, scaled_covariance)
-    total_weight = moments.total_weight if weighted else moments.n_rows
-    log_jacobian = standardisation.log_jacobian(total_weight, Xs.shape[1])
-    reg_covar = standardisation.reg_covar_to(estimator.reg_covar)
-    model_type = (estimator.covariance_type, estimator.weight_concentration_prior_type)
+        if sample_weight is not None:
+            sample_weight = _sample_weight_chunked(sample_weight, X)
+        if X.shape[0] < 2:
+            raise ValueError(
+                "Found array with %d sample(s) (shape=%s) while a minimum of 2 is "
+                "required by %s." % (X.shape[0], X.shape, estimator_name)
+            )
+        super().__init__(dtype, X.shape[1])
+        # The validation pass: each chunk is checked once, where it is computed,
+        # and the checked chunks stay on the workers.
+        self.X, self.sample_weight = dask.persist(X, sample_weight)
+        self.blocks = None
+        self.n_positive = self.total = None
 
-    warm = estimator.warm_start and estimator._fitted_structure_matches(Xs)
-    random_state = check_random_state(estimator.random_state)
-    fit_segment = functools.partial(
-        _coordinate_ascent,
-        blocks=_blocks(Xs, sample_weight),
-        prior=prior,
-        reg_covar=reg_covar,
-        tol=estimator.tol,
-        model_type=model_type,
-    )
-    estimator._fit_initialisations(
-        lambda: (
-            None,
-            _initial_posterior(
-                estimator, Xs, sample_weight, moments, prior, reg_covar, random_state
-            ),
-        ),
-        warm,
-        fit_segment,
-        standardisation,
-        log_jacobian,
-        dtype.type,
-        stacklevel=7,
-    )
-    estimator.n_features_in_ = Xs.shape[1]
-    # As validate_data does for X without column names.
-    estimator.__dict__.pop("feature_names_in_", None)
+    @_translate_worker_deaths
+    def moments(self, scatter_rank):
+        parts = [
+            dask.delayed(_chunk_moments)(x, w, scatter_rank)
+            for x, w in _blocks(self.X, self.sample_weight)
+        ]
+        (moments,) = dask.compute(_tree_sum(parts, _merge_all))
+        if moments.n_positive == 0:
+            moments = no_moments(self.n_features, scatter_rank)
+        self.n_positive, self.total = moments.n_positive, moments.total_weight
+        return moments
+
+    def prepare(self, model):
+        self.blocks = _blocks(self.X, self.sample_weight)
+
+    def _start_rows(self, random_state):
+        """Sorted start rows, or all rows when there are few enough."""
+        if self.n_positive <= _INIT_SAMPLE_ROWS:
+            return slice(None)
+        seeds = random_state.randint(np.iinfo(np.int32).max, size=len(self.blocks))
+        offsets = np.concatenate([[0], np.cumsum(self.X.chunks[0])[:-1]])
+        parts = [
+            dask.delayed(_chunk_sampling_keys)(x, w, _INIT_SAMPLE_ROWS, seed, offset)
+            for (x, w), seed, offset in zip(self.blocks, seeds, offsets)
+        ]
+        (merged,) = dask.compute(
+            _tree_sum(parts, functools.partial(_largest_keys, size=_INIT_SAMPLE_ROWS))
+        )
+        return np.sort(merged[1])
+
+    @_translate_worker_deaths
+    def cold_start(self, model, init_params, n_components, random_state):
+        from skbayesmix._tfp_backend import initial_statistics, update
+
+        rows = self._start_rows(random_state)
+        sampled = not isinstance(rows, slice)
+        sample, weights = dask.compute(
+            self.X[rows],
+            None if self.sample_weight is None else self.sample_weight[rows],
+        )
+        if sampled:
+            # A sample by weight stands for the rows with unit weights.
+            weights = None
+        resp = initial_resp(
+            init_params,
+            n_components,
+            sample,
+            weights,
+            random_state,
+            model.standardisation,
+        )
+        sample = model.standardisation.transform(sample)
+        model_type = dict(
+            covariance_type=model.covariance_type,
+            weight_concentration_prior_type=model.weight_type,
+        )
+        statistics = initial_statistics(
+            sample, resp, sample_weight=weights, **model_type
+        )
+        if sampled and covers_rows(init_params):
+            statistics = scale_statistics(statistics, self.total / sample.shape[0])
+        posterior = update(model.prior, statistics, model.reg_covar, **model_type)
+        return LoopState(posterior, None, -np.inf, None, 0)
+
+    def warm_start(self, model, posterior, lower_bound, random_state):
+        return LoopState(posterior, None, lower_bound, None, 0)
+
+    @_translate_worker_deaths
+    def run(self, model, state, max_iter, tol):
+        from skbayesmix._tfp_backend import lower_bound, update
+
+        steps = dict(
+            covariance_type=model.covariance_type,
+            weight_concentration_prior_type=model.weight_type,
+        )
+        posterior, bound = state.posterior, state.lower_bound
+        lower_bounds, converged = [], False
+        while len(lower_bounds) < max_iter and not converged:
+            statistics = _summed_statistics(self.blocks, posterior, model)
+            posterior = update(model.prior, statistics, model.reg_covar, **steps)
+            new_bound = lower_bound(
+                model.prior, posterior, statistics, model.reg_covar, **steps
+            )
+            # A non-finite bound means the numbers broke down; stop, not loop on.
+            converged = abs(new_bound - bound) < tol or not np.isfinite(new_bound)
+            lower_bounds.append(new_bound)
+            bound = new_bound
+        end = LoopState(posterior, None, bound, None, 0)
+        return LoopResult(end, np.asarray(lower_bounds, dtype=np.float64), converged)
 
 
 def _predicted_block(block, estimator, method):

@@ -19,6 +19,9 @@ __all__ = [
     "Standardisation",
     "covariance_from_scatter",
     "data_moments",
+    "merge_moments",
+    "no_moments",
+    "piece_moments",
     "row_pieces",
     "weighted_scatter",
 ]
@@ -45,9 +48,10 @@ class DataMoments(NamedTuple):
     shift : ndarray of shape (n_features,)
         The weighted mean of X.
     max_abs : float
-        The largest |x| over rows of positive weight.
+        The largest |x| over rows of positive weight (0 when all are 0).
     scaled_scatter : ndarray of shape (n_features, n_features) or (n_features,)
-        sum_n w_n (x_n - shift)(x_n - shift)^T / max_abs^2, or its diagonal.
+        sum_n w_n (x_n - shift)(x_n - shift)^T / max_abs^2, or its diagonal
+        (in units of 1 when max_abs is 0).
     """
 
     total_weight: float
@@ -110,7 +114,9 @@ class Standardisation(NamedTuple):
             spread = float(
                 np.sqrt(np.sum(variances) / (moments.total_weight * variances.size))
             )
-        return cls.from_moments(moments.shift, moments.max_abs, spread, reg_covar)
+        # All-zero data have max_abs 0; their map is then a shift by 0 in units 1.
+        max_abs = moments.max_abs if moments.max_abs > 0 else 1.0
+        return cls.from_moments(moments.shift, max_abs, spread, reg_covar)
 
     @classmethod
     def from_moments(cls, shift, max_abs, spread, reg_covar=0.0):
@@ -251,9 +257,9 @@ def row_pieces(X, sample_weight=None):
 def data_moments(pieces, n_features, scatter_rank):
     """Weighted mean, max |x| and scatter of rows that come piece by piece.
 
-    Pieces are merged by Chan's update, in units of the running max |x| so that
-    no square overflows; the result equals the moments of all rows in one piece
-    up to rounding. Rows of weight zero count as absent, as everywhere.
+    Each piece is reduced exactly (`piece_moments`) and merged into the running
+    result (`merge_moments`); the result equals the moments of all rows in one
+    piece up to rounding. Rows of weight zero count as absent, as everywhere.
 
     Parameters
     ----------
@@ -267,44 +273,90 @@ def data_moments(pieces, n_features, scatter_rank):
     -------
     moments : DataMoments
     """
-    total, n_positive, scale = 0.0, 0, 0.0
-    mean = np.zeros(n_features)
-    scatter = np.zeros((n_features,) * max(scatter_rank, 1))
+    moments = no_moments(n_features, scatter_rank)
     for values, weights in pieces:
-        positive = weights > 0
-        if not np.any(positive):
-            continue
-        if not np.all(positive):
-            values, weights = values[positive], weights[positive]
-        piece_max = float(max(np.max(values), -np.min(values)))
-        if piece_max > scale:
-            # Rescale the running sums to the new unit.
-            ratio = scale / piece_max
-            mean *= ratio
-            scatter *= ratio * ratio
-            scale = piece_max
-        scaled = values.astype(np.float64) / (scale if scale > 0 else 1.0)
-        piece_total = float(np.sum(weights))
-        piece_mean = weights @ scaled / piece_total
-        centred = scaled - piece_mean
-        piece_scatter = weighted_scatter(centred, weights, scatter_rank == 2)
-        delta = piece_mean - mean
-        merged = total + piece_total
-        correction = total * piece_total / merged
-        scatter += piece_scatter + correction * (
-            np.outer(delta, delta) if scatter_rank == 2 else delta * delta
+        moments = merge_moments(moments, piece_moments(values, weights, scatter_rank))
+    return moments
+
+
+def no_moments(n_features, scatter_rank):
+    """The DataMoments of no rows: the identity of `merge_moments`."""
+    return DataMoments(
+        0.0,
+        0,
+        np.zeros(n_features),
+        0.0,
+        np.zeros((n_features,) * max(scatter_rank, 1)),
+    )
+
+
+def piece_moments(values, weights, scatter_rank):
+    """The DataMoments of one piece of rows, reduced in two exact passes.
+
+    Returns
+    -------
+    moments : DataMoments
+    """
+    positive = weights > 0
+    if not np.all(positive):
+        values, weights = values[positive], weights[positive]
+    if values.shape[0] == 0:
+        return no_moments(values.shape[1], scatter_rank)
+    max_abs = float(max(np.max(values), -np.min(values)))
+    # In units of max |x|, so that no square overflows.
+    scaled = values.astype(np.float64) / (max_abs if max_abs > 0 else 1.0)
+    total = float(np.sum(weights))
+    mean = weights @ scaled / total
+    scatter = weighted_scatter(scaled - mean, weights, scatter_rank == 2)
+    return DataMoments(total, int(values.shape[0]), mean * max_abs, max_abs, scatter)
+
+
+def merge_moments(first, second):
+    """The DataMoments of the union of two disjoint sets of rows (Chan's update).
+
+    The merged scatter is in units of the larger max |x| of the two.
+
+    Returns
+    -------
+    moments : DataMoments
+    """
+    if second.total_weight <= 0:
+        return first
+    if first.total_weight <= 0:
+        return second
+    unit = max(first.max_abs, second.max_abs)
+    if unit == 0.0:
+        return first._replace(
+            total_weight=first.total_weight + second.total_weight,
+            n_positive=first.n_positive + second.n_positive,
         )
-        mean += delta * (piece_total / merged)
-        total, n_positive = merged, n_positive + int(values.shape[0])
-    max_abs = scale if scale > 0 else 1.0
-    return DataMoments(total, n_positive, mean * max_abs, max_abs, scatter)
+    # Ratios, not squares of max_abs: their product can overflow.
+    ratio_first, ratio_second = first.max_abs / unit, second.max_abs / unit
+    mean_first = first.shift / unit
+    delta = second.shift / unit - mean_first
+    total = first.total_weight + second.total_weight
+    correction = first.total_weight * second.total_weight / total
+    between = np.outer(delta, delta) if first.scaled_scatter.ndim == 2 else delta**2
+    scatter = (
+        first.scaled_scatter * ratio_first * ratio_first
+        + second.scaled_scatter * ratio_second * ratio_second
+        + correction * between
+    )
+    mean = mean_first + delta * (second.total_weight / total)
+    return DataMoments(
+        total,
+        first.n_positive + second.n_positive,
+        mean * unit,
+        unit,
+        scatter,
+    )
 
 
 def weighted_scatter(centred, weights, full):
     """sum_n w_n c_n c_n^T (full) or its diagonal, of rows already centred.
 
-    Scatters of disjoint sets of rows add up, which lets the Dask and online drivers
-    reduce them chunk by chunk.
+    `piece_moments` centres a piece on its own mean; `merge_moments` then adds
+    the scatters of pieces with Chan's correction.
 
     Returns
     -------

@@ -1,47 +1,41 @@
-"""The VariationalGaussianMixture estimator: parameters, validation, fit loop."""
+"""The VariationalGaussianMixture estimator: parameters, fit entry points, predict."""
 
-import copy
-import functools
+import contextlib
 import sys
-import warnings
 from numbers import Integral, Real
-from time import time
 
 import numpy as np
 from scipy.special import logsumexp
 from sklearn.base import BaseEstimator, DensityMixin, _fit_context
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import check_array, check_random_state, gen_batches
+from sklearn.utils import check_random_state, gen_batches
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import (
+    _check_feature_names,
+    _check_n_features,
     _check_sample_weight,
     check_is_fitted,
     validate_data,
 )
 
+from skbayesmix._attributes import (
+    PosteriorAttributes,
+    posterior_attributes,
+    posterior_of_attributes,
+)
+from skbayesmix._batch import InMemoryDriver
+from skbayesmix._fitting import Resume, fit_sequence
 from skbayesmix._gaussian import (
-    _compute_precision_cholesky,
-    _compute_precisions,
     _estimate_log_prob_resp,
     _estimate_log_student_t_prob,
     _sample_student_t_mixture,
 )
-from skbayesmix._standardisation import Standardisation, data_moments, row_pieces
-from skbayesmix._state import COVARIANCE_STRUCTURES, Posterior, Prior
+from skbayesmix._priors import PriorAttributes
+from skbayesmix._standardisation import DataMoments
+from skbayesmix._state import COVARIANCE_STRUCTURES, Posterior, Statistics
 
 # The private attributes that let partial_fit resume an online fit. All are
-# NumPy or NamedTuples of NumPy, so the model pickles without TensorFlow.
-_ONLINE_STATE = ("_online_standardisation", "_online_prior", "_online_statistics")
-
-# Online fits initialise (k-means) on a uniform subsample of this many rows: enough
-# for k-means to place centres as on all rows, at a fraction of a second.
-_ONLINE_INIT_ROWS = 2**15
-
-# On a subsample or one chunk, k-means restarts are cheap, and the basin that the
-# fit ends in follows the k-means optimum: on 2e6 x 16 anisotropic blobs (K=16
-# diag, seeds 0-3) one run gave held-out scores from -25.19 to -25.01, the best
-# of 5 from -25.01 to -24.98 (our batch fit from one run on all rows: -25.00).
-_ONLINE_KMEANS_N_INIT = 5
+# NumPy or tuples of NumPy, so the model pickles without TensorFlow.
+_ONLINE_STATE = ("n_batch_iter_", "_online_moments", "_online_statistics")
 
 # Prediction works through X in chunks of this many (sample, component) pairs.
 _PREDICT_CHUNK_ELEMENTS = 2**16
@@ -56,41 +50,20 @@ def _is_dask_array(X):
     return dask_array is not None and isinstance(X, dask_array.Array)
 
 
-def _check_shape(param, param_shape, name):
-    """Raise sklearn's error when a prior array has the wrong shape."""
-    if param.shape != param_shape:
-        raise ValueError(
-            "The parameter '%s' should have the shape of %s, but got %s"
-            % (name, param_shape, param.shape)
-        )
+@contextlib.contextmanager
+def _unchanged_on_error(estimator):
+    """Leave `estimator` exactly as it was if the block raises.
 
-
-def _check_precision_matrix(matrix, covariance_type):
-    """Raise sklearn's error unless `matrix` is symmetric positive definite."""
-    if not (np.allclose(matrix, matrix.T) and np.all(np.linalg.eigvalsh(matrix) > 0.0)):
-        raise ValueError(
-            "'%s precision' should be symmetric, positive-definite" % covariance_type
-        )
-
-
-def _check_precision_positivity(vector, covariance_type):
-    """Raise sklearn's error unless every entry of `vector` is positive."""
-    if np.any(np.less_equal(vector, 0.0)):
-        raise ValueError("'%s precision' should be positive" % covariance_type)
-
-
-def _dirichlet_process_weights(concentration_a, concentration_b):
-    """E[pi_k] of the stick-breaking posterior, renormalised over the K sticks.
-
-    Returns
-    -------
-    weights : ndarray of shape (n_components,)
+    A fit assigns new attributes and never mutates their arrays in place, so
+    a shallow copy of the attributes is a full snapshot.
     """
-    stick_total = concentration_a + concentration_b
-    rest = concentration_b / stick_total
-    weights = concentration_a / stick_total
-    weights[1:] *= np.cumprod(rest[:-1])
-    return weights / np.sum(weights)
+    state = dict(estimator.__dict__)
+    try:
+        yield
+    except BaseException:
+        estimator.__dict__.clear()
+        estimator.__dict__.update(state)
+        raise
 
 
 class VariationalGaussianMixture(DensityMixin, BaseEstimator):
@@ -466,201 +439,15 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         self.total_samples = total_samples
 
     # ----------------------------------------------------------------------------
-    # Priors
+    # Fitting: the sequence is skbayesmix._fitting, the drivers do the reading
     # ----------------------------------------------------------------------------
 
-    @property
-    def _structure(self):
-        return COVARIANCE_STRUCTURES[self.covariance_type]
-
-    def _check_parameters(self, X, sample_weight, data_mean=None):
-        """Set the `*_prior_` attributes from the parameters and the data.
-
-        `covariance_prior_` is left None when it defaults from the data; see
-        `_standardised_prior`. `data_mean`, the weighted mean of X, is given when
-        it was reduced elsewhere (over blocks, or on a Dask cluster); X then only
-        lends its shape and dtype.
-        """
-        n_features = X.shape[1]
-        self.weight_concentration_prior_ = (
-            1.0 / self.n_components
-            if self.weight_concentration_prior is None
-            else self.weight_concentration_prior
-        )
-        self.mean_precision_prior_ = (
-            1.0 if self.mean_precision_prior is None else self.mean_precision_prior
-        )
-        if self.mean_prior is None:
-            if data_mean is None:
-                data_mean = np.average(X, axis=0, weights=sample_weight)
-            self.mean_prior_ = np.asarray(data_mean).astype(X.dtype)
-        else:
-            self.mean_prior_ = check_array(
-                self.mean_prior, dtype=[np.float64, np.float32], ensure_2d=False
-            )
-            _check_shape(self.mean_prior_, (n_features,), "means")
-
-        if self.degrees_of_freedom_prior is None:
-            self.degrees_of_freedom_prior_ = n_features
-        elif self.degrees_of_freedom_prior > n_features - 1.0:
-            self.degrees_of_freedom_prior_ = self.degrees_of_freedom_prior
-        else:
-            raise ValueError(
-                "The parameter 'degrees_of_freedom_prior' "
-                "should be greater than %d, but got %.3f."
-                % (n_features - 1, self.degrees_of_freedom_prior)
-            )
-
-        structure = self._structure
-        if self.covariance_prior is None:
-            self.covariance_prior_ = None
-        elif structure.scale_inverse_rank == 0:
-            value = np.asarray(self.covariance_prior, dtype=np.float64)
-            if value.size != 1:
-                raise ValueError(
-                    "The parameter 'spherical covariance_prior' should be a float, "
-                    "but got an array of shape %s" % (value.shape,)
-                )
-            _check_precision_positivity(value, self.covariance_type)
-            self.covariance_prior_ = float(value.reshape(()))
-        else:
-            self.covariance_prior_ = check_array(
-                self.covariance_prior, dtype=[np.float64, np.float32], ensure_2d=False
-            )
-            _check_shape(
-                self.covariance_prior_,
-                structure.prior_scale_shape(n_features),
-                "%s covariance_prior" % self.covariance_type,
-            )
-            if structure.scale_inverse_rank == 2:
-                _check_precision_matrix(self.covariance_prior_, self.covariance_type)
-            else:
-                _check_precision_positivity(
-                    self.covariance_prior_, self.covariance_type
-                )
-
-    def _standardise(self, X, sample_weight):
-        """The standardisation of validated X, X standardised, and the prior.
-
-        One pass over pieces of X gives both the map and the empirical covariance
-        that `covariance_prior_` defaults to.
-
-        Returns
-        -------
-        standardisation : Standardisation
-        Xs : ndarray of shape (n_samples, n_features)
-        prior : Prior
-        """
-        structure = self._structure
-        moments = data_moments(
-            row_pieces(X, sample_weight), X.shape[1], structure.scale_inverse_rank
-        )
-        standardisation = Standardisation.from_data_moments(moments, self.reg_covar)
-        Xs = standardisation.transform(X)
-        prior = self._standardised_prior(
-            Xs, standardisation, standardisation.covariance_to(moments, structure)
-        )
-        return standardisation, Xs, prior
-
-    def _standardised_prior(self, Xs, standardisation, scaled_covariance):
-        """The prior in the backend's standardised units, as a float64 Prior.
-
-        Also sets the default `covariance_prior_` in data units from
-        `scaled_covariance`, the weighted empirical covariance of the
-        standardised data (weights count as repetitions), however the driver
-        reduced it. Xs only lends its shape and dtype.
-        """
-        n_features = Xs.shape[1]
-        structure = self._structure
-        if self.covariance_prior_ is None:
-            # Reduced in standardised units, where it cannot overflow.
-            with np.errstate(over="ignore"):
-                self.covariance_prior_ = standardisation.scale_matrix_from(
-                    scaled_covariance
-                ).astype(Xs.dtype)
-        else:
-            scaled_covariance = standardisation.scale_matrix_to(self.covariance_prior_)
-        if not np.all(np.isfinite(self.covariance_prior_)):
-            raise ValueError(
-                "The covariance of X overflows the floating point range. "
-                "Rescale X, for example with StandardScaler."
-            )
-        reg = standardisation.reg_covar_to(self.reg_covar)
-        identity = np.eye(n_features) if structure.scale_inverse_rank == 2 else 1.0
-        return Prior(
-            np.float64(self.weight_concentration_prior_),
-            np.float64(self.mean_precision_prior_),
-            standardisation.mean_to(self.mean_prior_),
-            np.float64(self.degrees_of_freedom_prior_),
-            scaled_covariance + reg * identity,
-        )
-
-    # ----------------------------------------------------------------------------
-    # Fitting
-    # ----------------------------------------------------------------------------
-
-    def _initial_resp(self, X, sample_weight, random_state, kmeans_n_init=1):
-        """Initial responsibilities, by the same methods as scikit-learn's.
-
-        Weights act as repetitions: k-means is weighted, and rows of weight zero
-        are never picked as centres. `kmeans_n_init` k-means runs keep the one
-        of least inertia ('kmeans' only).
-
-        Returns
-        -------
-        resp : ndarray of shape (n_samples, n_components)
-        """
-        # sklearn.cluster costs ~0.3 s to import; only fits need it.
-        from sklearn.cluster import KMeans, kmeans_plusplus
-
-        n_samples = X.shape[0]
-        resp = np.zeros((n_samples, self.n_components), dtype=X.dtype)
-        # k-means in float32 lands in worse optima on large data (-0.03 nats on
-        # 1e6 x 16); the float64 copy is cheap next to the fit.
-        X_init = np.asarray(X, dtype=np.float64)
-        if self.init_params == "kmeans":
-            labels = (
-                KMeans(
-                    n_clusters=self.n_components,
-                    n_init=kmeans_n_init,
-                    random_state=random_state,
-                    # A copy made here is k-means' to centre in place: copying
-                    # it again cost 0.1-0.4 s on 1e6 x 16.
-                    copy_x=X_init is X,
-                )
-                .fit(X_init, sample_weight=sample_weight)
-                .labels_
-            )
-            resp[np.arange(n_samples), labels] = 1
-        elif self.init_params == "random":
-            resp = random_state.uniform(size=(n_samples, self.n_components))
-            resp = (resp / resp.sum(axis=1)[:, np.newaxis]).astype(X.dtype)
-        elif self.init_params == "random_from_data":
-            indices = random_state.choice(
-                n_samples,
-                size=self.n_components,
-                replace=False,
-                p=None
-                if sample_weight is None
-                else sample_weight / sample_weight.sum(),
-            )
-            resp[indices, np.arange(self.n_components)] = 1
-        else:
-            _, indices = kmeans_plusplus(
-                X_init,
-                self.n_components,
-                random_state=random_state,
-                sample_weight=sample_weight,
-            )
-            resp[indices, np.arange(self.n_components)] = 1
-        return resp
-
-    def _fitted_structure_matches(self, X):
-        """Whether a previous fit can warm-start a fit of this structure on X."""
+    def _fitted_structure_matches(self, n_features):
+        """Whether a previous fit can warm-start a fit of this structure."""
         if not hasattr(self, "converged_"):
             return False
-        n_components, n_features = self.n_components, X.shape[1]
-        structure = self._structure
+        n_components = self.n_components
+        structure = COVARIANCE_STRUCTURES[self.covariance_type]
         is_dirichlet_process = (
             self.weight_concentration_prior_type == "dirichlet_process"
         )
@@ -673,74 +460,125 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         )
 
     def _fitted_posterior(self):
-        """The fitted attributes as a Posterior in data units."""
-        if self.weight_concentration_prior_type == "dirichlet_process":
-            concentration_a, concentration_b = self.weight_concentration_
-        else:
-            concentration_a = self.weight_concentration_
-            concentration_b = np.zeros_like(concentration_a)
-        nu = np.atleast_1d(np.asarray(self.degrees_of_freedom_, dtype=np.float64))
-        return Posterior(
-            concentration_a,
-            concentration_b,
-            self.mean_precision_,
-            self.means_,
-            nu,
-            self._structure.scale_inverse(
-                nu, np.asarray(self.covariances_, dtype=np.float64)
-            ),
+        """The fitted q(theta) in data units, float64, and its lower bound."""
+        if hasattr(self, "_posterior"):
+            posterior = Posterior(*self._posterior)
+        else:  # fitted by a version that did not keep it: from the attributes
+            posterior = posterior_of_attributes(
+                PosteriorAttributes(
+                    *(getattr(self, name + "_") for name in PosteriorAttributes._fields)
+                ),
+                self.covariance_type,
+                self.weight_concentration_prior_type,
+            )
+        return posterior, self.lower_bound_
+
+    def _warm(self, n_features):
+        """The posterior to continue from, when `warm_start` applies."""
+        if self.warm_start and self._fitted_structure_matches(n_features):
+            return self._fitted_posterior()
+        return None
+
+    def _online_settings(self):
+        from skbayesmix._online import OnlineSettings
+
+        return OnlineSettings(
+            int(self.batch_size),
+            float(self.learning_offset),
+            float(self.learning_decay),
         )
 
-    def _set_posterior(self, posterior, standardisation, dtype):
-        """Store a standardised Posterior as scikit-learn's fitted attributes.
+    def _driver(self, X, sample_weight):
+        """Validate X (setting `n_features_in_`) and choose its driver.
 
-        Everything is derived in float64, then cast to X's dtype: a float32
-        covariance can be too ill-conditioned to factorise, while the cast of its
-        float64 precision Cholesky factor is accurate.
+        Returns
+        -------
+        driver : Driver
+        X : ndarray or dask array
+            X as validated, for `fit_predict`.
         """
-        posterior = standardisation.posterior_from(posterior)
-        structure = self._structure
-        if self.weight_concentration_prior_type == "dirichlet_process":
-            weight_concentration = (
-                posterior.concentration_a,
-                posterior.concentration_b,
+        online = self.learning_method == "online"
+        if _is_dask_array(X):
+            from skbayesmix._dask import DaskDriver
+
+            if online:
+                raise ValueError(
+                    "learning_method='online' does not take dask arrays yet; fit "
+                    "them with learning_method='batch' (exact CAVI over the "
+                    "chunks), or feed their chunks to partial_fit."
+                )
+            driver = DaskDriver(X, sample_weight, type(self).__name__)
+            # What validate_data sets, from a lazy array's shape.
+            _check_n_features(self, X, reset=True)
+            _check_feature_names(self, X, reset=True)
+            return driver, X
+        if online and isinstance(X, np.memmap):
+            # Its first rows set the checks; the moments pass validates the rest
+            # block by block, so that no copy of the whole of X is ever made.
+            head = validate_data(
+                self, X[:2], dtype=[np.float64, np.float32], ensure_min_samples=2
             )
-            weights = _dirichlet_process_weights(*weight_concentration)
+            dtype, validate = head.dtype, True
         else:
-            weight_concentration = posterior.concentration_a
-            weights = weight_concentration / np.sum(weight_concentration)
-        covariances64 = structure.covariances(
-            posterior.degrees_of_freedom, posterior.scale_inverse
-        )
-        with np.errstate(over="ignore"):
-            covariances = covariances64.astype(dtype)
-        if not np.all(np.isfinite(covariances)):
-            raise ValueError(
-                "The covariance of X overflows the floating point range. "
-                "Rescale X, for example with StandardScaler."
+            X = validate_data(
+                self, X, dtype=[np.float64, np.float32], ensure_min_samples=2
             )
-        precisions_cholesky = _compute_precision_cholesky(
-            covariances64, self.covariance_type
-        )
+            dtype, validate = X.dtype, False
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(
+                sample_weight, X, dtype=np.float64, ensure_non_negative=True
+            )
+        if online:
+            from skbayesmix._online import OnlineDriver
 
-        def cast(value):
-            return value.astype(dtype) if isinstance(value, np.ndarray) else value
+            settings = self._online_settings()
+            return OnlineDriver(X, sample_weight, dtype, settings, validate), X
+        return InMemoryDriver(X, sample_weight), X
 
-        nu = posterior.degrees_of_freedom
-        self.weight_concentration_ = (
-            tuple(cast(v) for v in weight_concentration)
-            if isinstance(weight_concentration, tuple)
-            else cast(weight_concentration)
+    def _store(self, result, dtype, online):
+        """Set every fitted attribute from a FitResult, all or none."""
+        posterior = result.model.standardisation.posterior_from(result.posterior)
+        fitted = {
+            name + "_": value
+            for name, value in zip(PriorAttributes._fields, result.model.attributes)
+        }
+        attributes = posterior_attributes(
+            posterior,
+            self.covariance_type,
+            self.weight_concentration_prior_type,
+            dtype,
         )
-        self.weights_ = cast(weights)
-        self.mean_precision_ = cast(posterior.mean_precision)
-        self.means_ = cast(posterior.means)
-        self.degrees_of_freedom_ = dtype(nu[0]) if structure.shared else cast(nu)
-        self.covariances_ = covariances
-        self.precisions_cholesky_ = cast(precisions_cholesky)
-        self.precisions_ = _compute_precisions(
-            self.precisions_cholesky_, self.covariance_type
+        fitted.update(
+            {name + "_": value for name, value in zip(attributes._fields, attributes)}
         )
+        lower_bounds = [float(bound) for bound in result.lower_bounds]
+        fitted.update(
+            converged_=result.converged,
+            n_iter_=len(lower_bounds),
+            lower_bounds_=lower_bounds,
+            lower_bound_=lower_bounds[-1] if lower_bounds else -np.inf,
+            _posterior=tuple(posterior),
+        )
+        if online:
+            fitted.update(
+                n_batch_iter_=result.n_batch_iter,
+                _online_moments=tuple(result.moments),
+                _online_statistics=tuple(result.statistics),
+            )
+        else:
+            # A batch fit replaces any online state: partial_fit must not resume it.
+            for name in _ONLINE_STATE:
+                self.__dict__.pop(name, None)
+        self.__dict__.update(fitted)
+
+    def _fit(self, X, sample_weight):
+        """Validate X, fit, and store the fitted attributes; return validated X."""
+        driver, X = self._driver(X, sample_weight)
+        result = fit_sequence(
+            self.get_params(deep=False), driver, warm=self._warm(driver.n_features)
+        )
+        self._store(result, driver.dtype, online=self.learning_method == "online")
+        return X
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, sample_weight=None):
@@ -750,13 +588,14 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         lower bound. Within each fit it iterates until the lower bound changes by
         less than `tol`, at most `max_iter` times; otherwise a
         :class:`~sklearn.exceptions.ConvergenceWarning` is raised. With
-        `warm_start`, later calls continue from the previous solution.
+        `warm_start`, later calls continue from the previous solution. A fit
+        that raises leaves the estimator as it was.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
             List of n_features-dimensional data points. Each row corresponds to a
-            single data point.
+            single data point. A dask array is fitted where its chunks live.
 
         y : Ignored
             Not used, present for API consistency by convention.
@@ -764,21 +603,18 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative weights of the samples. A weight acts as a repetition
             count: integer weights give the same fit as repeated rows, and zero
-            weights the same fit as dropped rows. They weigh the data-dependent
-            priors (`mean_prior_`, `covariance_prior_`) and the initialisation
-            too. None gives every sample weight 1.
+            weights the same fit as dropped rows, whatever the order of the
+            rows. They weigh the data-dependent priors (`mean_prior_`,
+            `covariance_prior_`) and the initialisation too. None gives every
+            sample weight 1.
 
         Returns
         -------
         self : object
             The fitted mixture.
         """
-        if _is_dask_array(X):
-            from skbayesmix import _dask
-
-            _dask.fit(self, X, sample_weight)
-            return self
-        self._fit(X, sample_weight)
+        with _unchanged_on_error(self):
+            self._fit(X, sample_weight)
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -804,421 +640,13 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         labels : ndarray of shape (n_samples,)
             Component labels.
         """
+        with _unchanged_on_error(self):
+            X = self._fit(X, sample_weight)
         if _is_dask_array(X):
             from skbayesmix import _dask
 
-            _dask.fit(self, X, sample_weight)
             return _dask.predict(self, X, "predict")
-        return self._predict_validated(self._fit(X, sample_weight))
-
-    def _fit(self, X, sample_weight):
-        """Validate X, fit, and store the fitted attributes; return validated X."""
-        if self.learning_method == "online":
-            return self._fit_online(X, sample_weight)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
-        weighted = sample_weight is not None
-        if weighted:
-            sample_weight = _check_sample_weight(
-                sample_weight, X, dtype=np.float64, ensure_non_negative=True
-            )
-        # Rows of weight zero count as absent, here as everywhere.
-        n_samples = X.shape[0] if not weighted else int(np.sum(sample_weight > 0))
-        if n_samples < self.n_components:
-            raise ValueError(
-                "Expected n_samples >= n_components "
-                f"but got n_components = {self.n_components}, "
-                f"n_samples = {n_samples}"
-            )
-        self._check_parameters(X, sample_weight)
-        # Imported here so that `import skbayesmix` never loads TensorFlow.
-        from skbayesmix._tfp_backend import fit_variational_posterior
-
-        standardisation, Xs, prior = self._standardise(X, sample_weight)
-        total_weight = X.shape[0] if not weighted else float(np.sum(sample_weight))
-        # The ELBO of standardised data differs by the log-Jacobian of the map.
-        log_jacobian = standardisation.log_jacobian(total_weight, X.shape[1])
-
-        warm = self.warm_start and self._fitted_structure_matches(X)
-        random_state = check_random_state(self.random_state)
-        fit_segment = functools.partial(
-            fit_variational_posterior,
-            Xs,
-            prior=prior,
-            covariance_type=self.covariance_type,
-            weight_concentration_prior_type=self.weight_concentration_prior_type,
-            reg_covar=standardisation.reg_covar_to(self.reg_covar),
-            tol=self.tol,
-            sample_weight=sample_weight,
-        )
-        self._fit_initialisations(
-            lambda: (self._initial_resp(Xs, sample_weight, random_state), None),
-            warm,
-            fit_segment,
-            standardisation,
-            log_jacobian,
-            X.dtype.type,
-            stacklevel=6,
-        )
-        # A batch fit replaces any online state: partial_fit must not resume it.
-        for name in ("n_batch_iter_",) + _ONLINE_STATE:
-            self.__dict__.pop(name, None)
-        return X
-
-    def _fit_initialisations(
-        self,
-        cold_start,
-        warm,
-        fit_segment,
-        standardisation,
-        log_jacobian,
-        dtype,
-        stacklevel,
-    ):
-        """Fit from `n_init` starts, keep the largest lower bound, store the fit.
-
-        Shared by every full-batch driver (in memory, Dask): they differ only in
-        `cold_start`, which returns (resp, posterior_init) to start from, and in
-        `fit_segment`, which runs the loop on their data.
-
-        Parameters
-        ----------
-        cold_start : callable
-            Returns the initial responsibilities or the initial standardised
-            Posterior (the other one None).
-        warm : bool
-            Continue from the fitted model instead (one start).
-        fit_segment : callable
-            fit_segment(resp, max_iter=, posterior_init=, lower_bound_init=)
-            returns the backend's result dict.
-        log_jacobian : float
-            Added to the standardised lower bounds.
-        stacklevel : int
-            Points the ConvergenceWarning at the caller of `fit`.
-        """
-        best = None
-        for init in range(1 if warm else self.n_init):
-            if self.verbose:
-                print("Initialization %d" % init)
-            start = time()
-            if warm:
-                resp = None
-                posterior_init = standardisation.posterior_to(self._fitted_posterior())
-                lower_bound_init = self.lower_bound_ - log_jacobian
-            else:
-                resp, posterior_init = cold_start()
-                lower_bound_init = -np.inf
-            result = self._run_loop(fit_segment, resp, posterior_init, lower_bound_init)
-            best = self._keep_best(
-                best, result, np.asarray(result["lower_bounds"]) + log_jacobian, start
-            )
-
-        lower_bound, lower_bounds, result = best
-        self._set_posterior(result["posterior"], standardisation, dtype)
-        self._store_convergence(
-            result["converged"],
-            result["n_iter"],
-            lower_bound,
-            lower_bounds,
-            stacklevel=stacklevel,
-        )
-
-    def _keep_best(self, best, result, lower_bounds, start):
-        """Check one initialisation's fit, print its closing line, keep the best.
-
-        Returns
-        -------
-        best : tuple
-            (lower_bound, lower_bounds, result) of the best fit so far.
-        """
-        lower_bound = lower_bounds[-1] if len(lower_bounds) else -np.inf
-        self._check_lower_bound(lower_bound)
-        self._print_verbose_end(result["converged"], lower_bound, time() - start)
-        if best is None or lower_bound > best[0]:
-            return (lower_bound, lower_bounds, result)
-        return best
-
-    def _check_lower_bound(self, lower_bound):
-        """Raise when the numbers of a fit broke down."""
-        if self.max_iter > 0 and not np.isfinite(lower_bound):
-            raise ValueError(
-                "Fitting the mixture failed: the lower bound is not finite. "
-                "Check the data for extreme values, or increase reg_covar."
-            )
-
-    def _store_convergence(
-        self, converged, n_iter, lower_bound, lower_bounds, stacklevel=4
-    ):
-        """Set converged_, n_iter_ and the bounds; warn as scikit-learn does.
-
-        `stacklevel` points the warning at the caller of `fit`.
-        """
-        self.converged_ = converged
-        self.n_iter_ = n_iter
-        self.lower_bound_ = float(lower_bound)
-        self.lower_bounds_ = [float(v) for v in lower_bounds]
-        if not self.converged_ and self.max_iter > 0:
-            warnings.warn(
-                "Best performing initialization did not converge. "
-                "Try different init parameters, or increase max_iter, "
-                "tol, or check for degenerate data.",
-                ConvergenceWarning,
-                stacklevel=stacklevel,
-            )
-
-    def _run_loop(self, fit_segment, resp, posterior_init, lower_bound_init):
-        """Run the compiled loop: in one call, or in verbose segments.
-
-        With `verbose`, the loop runs `verbose_interval` iterations at a time, each
-        segment a warm start from the last, so that scikit-learn's lines print as
-        the iterations run. The segments give the same iterates as one call.
-        """
-        if not self.verbose:
-            return fit_segment(
-                resp,
-                max_iter=self.max_iter,
-                posterior_init=posterior_init,
-                lower_bound_init=lower_bound_init,
-            )
-        lower_bounds, n_iter, converged = [], 0, False
-        posterior, lower_bound = posterior_init, lower_bound_init
-        last_line = time()
-        while True:
-            segment = fit_segment(
-                resp,
-                max_iter=min(self.verbose_interval, self.max_iter - n_iter),
-                posterior_init=posterior,
-                lower_bound_init=lower_bound,
-            )
-            posterior, converged = segment["posterior"], segment["converged"]
-            lower_bounds.extend(segment["lower_bounds"])
-            n_iter += segment["n_iter"]
-            if n_iter and n_iter % self.verbose_interval == 0:
-                change = lower_bounds[-1] - (
-                    lower_bounds[-2] if len(lower_bounds) > 1 else lower_bound_init
-                )
-                now = time()
-                if self.verbose == 1:
-                    print("  Iteration %d" % n_iter)
-                else:
-                    print(
-                        "  Iteration %d\t time lapse %.5fs\t ll change %.5f"
-                        % (n_iter, now - last_line, change)
-                    )
-                last_line = now
-            if lower_bounds:
-                lower_bound = lower_bounds[-1]
-            if converged or n_iter >= self.max_iter or segment["n_iter"] == 0:
-                break
-        return {
-            "posterior": posterior,
-            "lower_bounds": np.asarray(lower_bounds, dtype=np.float64),
-            "n_iter": n_iter,
-            "converged": converged,
-        }
-
-    def _print_verbose_end(self, converged, lower_bound, elapsed):
-        """Print scikit-learn's closing line of one initialization."""
-        if not self.verbose or self.max_iter == 0:
-            return
-        message = "converged" if converged else "did not converge"
-        if self.verbose == 1:
-            print(f"Initialization {message}.")
-        else:
-            print(
-                f"Initialization {message}. time lapse {elapsed:.5f}s\t lower bound"
-                f" {lower_bound:.5f}."
-            )
-
-    # ----------------------------------------------------------------------------
-    # Online fitting: the driver is skbayesmix._online
-    # ----------------------------------------------------------------------------
-
-    def _online_settings(self, standardisation):
-        from skbayesmix._online import OnlineSettings
-
-        return OnlineSettings(
-            self.covariance_type,
-            self.weight_concentration_prior_type,
-            standardisation.reg_covar_to(self.reg_covar),
-            int(self.batch_size),
-            float(self.learning_offset),
-            float(self.learning_decay),
-        )
-
-    def _validate_memmap(self, X):
-        """Validate a memmap without reading it: its first rows set the checks.
-
-        The values are validated block by block as they are read (see
-        `skbayesmix._online.streamed_moments`).
-
-        Returns
-        -------
-        dtype : numpy dtype
-            The dtype that blocks of X are fitted in.
-        """
-        head = validate_data(
-            self, X[:2], dtype=[np.float64, np.float32], ensure_min_samples=2
-        )
-        return head.dtype
-
-    def _check_n_positive(self, n_samples):
-        if n_samples < self.n_components:
-            raise ValueError(
-                "Expected n_samples >= n_components "
-                f"but got n_components = {self.n_components}, "
-                f"n_samples = {n_samples}"
-            )
-
-    def _online_init_rows(self, n_samples, sample_weight, init_size, random_state):
-        """Sorted rows of positive weight for the initialisation, drawn uniformly.
-
-        Returns
-        -------
-        rows : ndarray of shape (min(init_size, n_positive),)
-        """
-        from sklearn.utils.random import sample_without_replacement
-
-        candidates = None if sample_weight is None else np.flatnonzero(sample_weight)
-        n_candidates = n_samples if candidates is None else candidates.size
-        size = min(init_size, n_candidates)
-        rows = sample_without_replacement(n_candidates, size, random_state=random_state)
-        rows = np.sort(rows if candidates is None else candidates[rows])
-        return rows
-
-    def _fit_online(self, X, sample_weight):
-        """Fit by passes of SVI steps over shuffled minibatches; return X.
-
-        X is never copied or standardised as a whole: the standardisation and the
-        data-dependent priors come from one exact streaming pass over blocks of
-        rows, the initialisation from `init_params` on a uniform subsample of
-        ``max(32768, 20 * n_components)`` rows (with 'kmeans', the best of 5
-        k-means runs), and each minibatch is standardised as it is used.
-        """
-        from skbayesmix._online import (
-            OnlineState,
-            fit_passes,
-            read_rows,
-            scaled_initial_statistics,
-            streamed_moments,
-        )
-        from skbayesmix._tfp_backend import update
-
-        on_disk = isinstance(X, np.memmap)
-        if on_disk:
-            dtype = self._validate_memmap(X)
-        else:
-            X = validate_data(
-                self, X, dtype=[np.float64, np.float32], ensure_min_samples=2
-            )
-            dtype = X.dtype
-        if sample_weight is not None:
-            sample_weight = _check_sample_weight(
-                sample_weight, X, dtype=np.float64, ensure_non_negative=True
-            )
-        n_samples, n_features = X.shape
-        structure = self._structure
-        moments = streamed_moments(
-            X, sample_weight, structure.scale_inverse_rank, dtype, validate=on_disk
-        )
-        self._check_n_positive(moments.n_positive)
-        total_weight = moments.total_weight
-        standardisation = Standardisation.from_data_moments(moments, self.reg_covar)
-        scaled_covariance = standardisation.covariance_to(moments, structure)
-        no_rows = np.empty((0, n_features), dtype)
-        self._check_parameters(no_rows, sample_weight, data_mean=moments.shift)
-        prior = self._standardised_prior(no_rows, standardisation, scaled_covariance)
-        settings = self._online_settings(standardisation)
-        log_jacobian = standardisation.log_jacobian(total_weight, n_features)
-        keywords = dict(
-            covariance_type=self.covariance_type,
-            weight_concentration_prior_type=self.weight_concentration_prior_type,
-        )
-
-        do_init = not (self.warm_start and self._fitted_structure_matches(X))
-        n_init = self.n_init if do_init else 1
-        random_state = check_random_state(self.random_state)
-        init_size = max(_ONLINE_INIT_ROWS, 20 * self.n_components)
-        best = None
-        for init in range(n_init):
-            if self.verbose:
-                print("Initialization %d" % init)
-            start = time()
-            rows = self._online_init_rows(
-                n_samples, sample_weight, init_size, random_state
-            )
-            Xs_init = standardisation.transform(read_rows(X, rows, dtype))
-            weights_init = None if sample_weight is None else sample_weight[rows]
-            if do_init:
-                resp = self._initial_resp(
-                    Xs_init, weights_init, random_state, _ONLINE_KMEANS_N_INIT
-                )
-                posterior = None
-            else:
-                resp = None
-                posterior = standardisation.posterior_to(self._fitted_posterior())
-            statistics = scaled_initial_statistics(
-                Xs_init, weights_init, total_weight, settings, resp, posterior
-            )
-            state = OnlineState(
-                statistics,
-                update(prior, statistics, settings.reg_covar, **keywords),
-                0,
-            )
-            result = fit_passes(
-                X,
-                sample_weight,
-                standardisation,
-                prior,
-                state,
-                settings,
-                total_weight=total_weight,
-                max_iter=self.max_iter,
-                tol=self.tol,
-                rng=random_state,
-                dtype=dtype,
-                on_pass=self._verbose_pass_printer(),
-            )
-            best = self._keep_best(
-                best, result, np.asarray(result["lower_bounds"]) + log_jacobian, start
-            )
-
-        lower_bound, lower_bounds, result = best
-        state = result["state"]
-        self._set_posterior(state.posterior, standardisation, dtype.type)
-        self._store_convergence(
-            result["converged"],
-            result["n_iter"],
-            lower_bound,
-            lower_bounds,
-            stacklevel=5,
-        )
-        self.n_batch_iter_ = state.n_batch_iter
-        self._online_standardisation = standardisation
-        self._online_prior = prior
-        self._online_statistics = state.statistics
-        return X
-
-    def _verbose_pass_printer(self):
-        """scikit-learn's verbose lines, one per `verbose_interval` passes."""
-        if not self.verbose:
-            return None
-        last = {"time": time(), "bound": -np.inf}
-
-        def on_pass(n_pass, bound):
-            if n_pass % self.verbose_interval == 0:
-                now = time()
-                if self.verbose == 1:
-                    print("  Iteration %d" % n_pass)
-                else:
-                    change = bound - last["bound"]
-                    print(
-                        "  Iteration %d\t time lapse %.5fs\t ll change %.5f"
-                        % (n_pass, now - last["time"], change)
-                    )
-                last["time"] = now
-            last["bound"] = bound
-
-        return on_pass
+        return self._predict_validated(X)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y=None, sample_weight=None):
@@ -1236,7 +664,12 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         never be in memory together, and the fitted attributes are valid after
         every call.
 
-        A call that raises leaves the model as it was.
+        Later calls use the parameters as they are then: a prior parameter
+        changed with `set_params` applies from the next call on (the data-
+        dependent defaults stay those of the first chunk), and a changed
+        `n_components`, `covariance_type` or `weight_concentration_prior_type`
+        starts a new online state from the chunk given. A call that raises
+        leaves the model as it was.
 
         Parameters
         ----------
@@ -1255,113 +688,52 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         self : object
             The partially fitted mixture.
         """
-        # Work on a shallow copy and commit only on success: every step below
-        # assigns new attributes rather than mutating arrays in place.
-        work = copy.copy(self)
-        work._partial_fit(X, sample_weight)
-        self.__dict__.update(work.__dict__)
+        from skbayesmix._online import StreamDriver
+
+        with _unchanged_on_error(self):
+            X = validate_data(
+                self,
+                X,
+                dtype=[np.float64, np.float32],
+                ensure_min_samples=1,
+                reset=not hasattr(self, "converged_"),
+            )
+            if sample_weight is not None:
+                sample_weight = _check_sample_weight(
+                    sample_weight, X, dtype=np.float64, ensure_non_negative=True
+                )
+            driver = StreamDriver(
+                X, sample_weight, self._online_settings(), self.total_samples
+            )
+            resume = self._resume(X.shape[1])
+            warm = None
+            if resume is None and self._fitted_structure_matches(X.shape[1]):
+                warm = self._fitted_posterior()
+            result = fit_sequence(
+                self.get_params(deep=False), driver, warm=warm, resume=resume
+            )
+            self._store(result, driver.dtype, online=True)
         return self
 
-    def _resumes_online_state(self, X):
-        """Whether partial_fit on X continues this model's online state."""
-        if not self._fitted_structure_matches(X):
-            return False
-        statistics = getattr(self, "_online_statistics", None)
-        return statistics is not None and statistics.second_moment.shape == (
-            self._structure.second_moment_shape(self.n_components, X.shape[1])
+    def _resume(self, n_features):
+        """The online state that partial_fit continues, or None to start anew."""
+        if not (
+            hasattr(self, "_online_statistics")
+            and self._fitted_structure_matches(n_features)
+        ):
+            return None
+        statistics = Statistics(*self._online_statistics)
+        structure = COVARIANCE_STRUCTURES[self.covariance_type]
+        if statistics.second_moment.shape != structure.second_moment_shape(
+            self.n_components, n_features
+        ):
+            return None
+        return Resume(
+            DataMoments(*self._online_moments),
+            statistics,
+            self.n_batch_iter_,
+            list(self.lower_bounds_),
         )
-
-    def _partial_fit(self, X, sample_weight):
-        from skbayesmix._online import (
-            OnlineState,
-            minibatch_slices,
-            online_steps,
-            scaled_initial_statistics,
-        )
-        from skbayesmix._tfp_backend import lower_bound, update
-
-        fitted = hasattr(self, "converged_")
-        X = validate_data(
-            self,
-            X,
-            dtype=[np.float64, np.float32],
-            ensure_min_samples=1,
-            reset=not fitted,
-        )
-        if sample_weight is not None:
-            sample_weight = _check_sample_weight(
-                sample_weight, X, dtype=np.float64, ensure_non_negative=True
-            )
-        keywords = dict(
-            covariance_type=self.covariance_type,
-            weight_concentration_prior_type=self.weight_concentration_prior_type,
-        )
-        total_weight = float(self.total_samples)
-        if self._resumes_online_state(X):
-            standardisation = self._online_standardisation
-            prior = self._online_prior
-            settings = self._online_settings(standardisation)
-            statistics = self._online_statistics
-            state = OnlineState(
-                statistics,
-                update(prior, statistics, settings.reg_covar, **keywords),
-                self.n_batch_iter_,
-            )
-            n_iter, lower_bounds = self.n_iter_, list(self.lower_bounds_)
-        else:
-            n_samples = X.shape[0]
-            if sample_weight is not None:
-                n_samples = int(np.sum(sample_weight > 0))
-            self._check_n_positive(n_samples)
-            warm = self._fitted_structure_matches(X)
-            self._check_parameters(X, sample_weight)
-            standardisation, Xs, prior = self._standardise(X, sample_weight)
-            settings = self._online_settings(standardisation)
-            if warm:
-                resp = None
-                posterior = standardisation.posterior_to(self._fitted_posterior())
-            else:
-                resp = self._initial_resp(
-                    Xs,
-                    sample_weight,
-                    check_random_state(self.random_state),
-                    _ONLINE_KMEANS_N_INIT,
-                )
-                posterior = None
-            statistics = scaled_initial_statistics(
-                Xs, sample_weight, total_weight, settings, resp, posterior
-            )
-            state = OnlineState(
-                statistics,
-                update(prior, statistics, settings.reg_covar, **keywords),
-                0,
-            )
-            n_iter, lower_bounds = 0, []
-
-        minibatches = (
-            (
-                standardisation.transform(X[rows]),
-                None if sample_weight is None else sample_weight[rows],
-            )
-            for rows in minibatch_slices(X.shape[0], settings.batch_size)
-        )
-        state, _, last_scaled = online_steps(
-            state, minibatches, prior, total_weight, settings
-        )
-        if last_scaled is not None:
-            bound = lower_bound(
-                prior, state.posterior, last_scaled, settings.reg_covar, **keywords
-            ) + standardisation.log_jacobian(total_weight, X.shape[1])
-            n_iter, lower_bounds = n_iter + 1, lower_bounds + [float(bound)]
-        self._set_posterior(state.posterior, standardisation, X.dtype.type)
-        self.converged_ = False
-        self.n_iter_ = n_iter
-        self.lower_bounds_ = lower_bounds
-        self.lower_bound_ = lower_bounds[-1] if lower_bounds else -np.inf
-        self.n_batch_iter_ = state.n_batch_iter
-        self._online_standardisation = standardisation
-        self._online_prior = prior
-        self._online_statistics = state.statistics
 
     # ----------------------------------------------------------------------------
     # Prediction: NumPy only

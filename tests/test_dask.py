@@ -2,6 +2,7 @@
 
 import copy
 import os
+import pickle
 import subprocess
 import sys
 import warnings
@@ -434,3 +435,62 @@ def test_fit_raises_clear_error_when_workers_keep_dying(client):
         client.wait_for_workers(2, timeout=60)
     for name, value in before.items():
         assert estimator.__dict__[name] is value, name
+
+
+# --------------------------------------------------------------------------------
+# The one fit sequence on a cluster
+# --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_shuffled_weighted_fit_equals_fit_of_repeated_rows(client, covariance_type):
+    # scikit-learn's sample-weight check data, chunked.
+    rng = np.random.RandomState(42)
+    X = rng.rand(15, 30)
+    weights = rng.randint(0, 5, size=15)
+    X_repeated = X.repeat(weights, axis=0)
+    order = rng.permutation(15)
+    params = dict(
+        n_components=2, covariance_type=covariance_type, n_init=2, random_state=0
+    )
+    weighted = _fit_quietly(
+        VariationalGaussianMixture(**params),
+        da.from_array(X[order], chunks=(4, 30)),
+        sample_weight=weights[order].astype(float),
+    )
+    repeated = _fit_quietly(
+        VariationalGaussianMixture(**params), da.from_array(X_repeated, chunks=(7, 30))
+    )
+    in_memory = _fit_quietly(VariationalGaussianMixture(**params), X_repeated)
+    for fitted in (weighted, repeated):
+        np.testing.assert_allclose(
+            fitted.lower_bound_, in_memory.lower_bound_, rtol=1e-6
+        )
+        np.testing.assert_allclose(
+            fitted.predict_proba(X), in_memory.predict_proba(X), rtol=1e-7, atol=1e-9
+        )
+
+
+def test_fit_that_raises_in_the_loop_leaves_the_estimator_as_it_was(
+    client, monkeypatch
+):
+    X = _blobs()
+    estimator = _fit_quietly(
+        VariationalGaussianMixture(n_components=2, random_state=0, max_iter=5), X
+    )
+    before = pickle.dumps(estimator.__dict__)
+
+    def fault(*args, **kwargs):
+        raise RuntimeError("injected fault")
+
+    monkeypatch.setattr(_dask.DaskDriver, "run", fault)
+    with pytest.raises(RuntimeError, match="injected fault"):
+        estimator.fit(da.from_array(X * 3.0 + 1.0, chunks=(60, 3)))
+    assert pickle.dumps(estimator.__dict__) == before
+
+
+def test_convergence_warning_points_at_the_callers_line(client):
+    estimator = VariationalGaussianMixture(n_components=3, max_iter=1, tol=0.0)
+    with pytest.warns(ConvergenceWarning) as record:
+        estimator.fit(da.from_array(_blobs(), chunks=(60, 3)))
+    assert record[0].filename == __file__

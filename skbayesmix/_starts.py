@@ -1,0 +1,263 @@
+"""Starting responsibilities that depend neither on row order nor on weight splits."""
+
+# scikit-learn's initialisations depend on the order of the rows: k-means++ and
+# 'random_from_data' pick rows by index, 'random' draws one row after another. So
+# a shuffled X, or X with integer weights, starts elsewhere than the same data
+# repeated, and the fit can end in another optimum. Here every initialisation
+# runs on the distinct rows of X in a canonical order (by a hash of their bits),
+# each weighted by the total weight of its copies, with rows of weight zero
+# dropped. A row's responsibilities are then a function of its value alone:
+# integer weights start as repeated rows, zero weights as dropped rows, and any
+# permutation of X as X. Weighted k-means and k-means++ sample by cumulative
+# weight, so equal mass maps to equal points.
+#
+# One meaning of a start: its Statistics are those of its responsibilities over
+# all rows. 'kmeans' and 'random' give every row responsibilities, so their
+# statistics on a sample of rows are scaled up to the total weight; k-means++
+# and 'random_from_data' mark one point per component and leave every other row
+# at zero, so theirs are not.
+
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "DistinctRows",
+    "covers_rows",
+    "distinct_rows",
+    "initial_resp",
+    "largest_sampling_keys",
+    "sample_by_weight",
+]
+
+# FNV-1a's 64-bit offset and prime, applied to the words of a row.
+_HASH_OFFSET = np.uint64(0xCBF29CE484222325)
+_HASH_PRIME = np.uint64(0x100000001B3)
+
+
+class DistinctRows(NamedTuple):
+    """The distinct rows of positive weight of X, in a canonical order.
+
+    values : ndarray of shape (n_distinct, n_features), float64
+    weights : ndarray of shape (n_distinct,)
+        The total weight of each distinct row's copies.
+    inverse : ndarray of shape (n_rows,)
+        The distinct row of each row of X; -1 for rows of weight zero.
+    """
+
+    values: np.ndarray
+    weights: np.ndarray
+    inverse: np.ndarray
+
+
+def covers_rows(init_params):
+    """Whether `init_params` gives every row responsibilities (see module)."""
+    return init_params in ("kmeans", "random")
+
+
+def _row_words(X):
+    """The bits of each row as 64-bit words: equal rows, and only they, agree."""
+    X = np.ascontiguousarray(X)
+    words = X.view(np.uint32 if X.dtype.itemsize == 4 else np.uint64)
+    return words.astype(np.uint64, copy=False)
+
+
+def _row_hash(words):
+    """FNV-1a over each row's words: a key that depends on the row's bits only."""
+    key = np.full(words.shape[0], _HASH_OFFSET)
+    with np.errstate(over="ignore"):
+        for column in words.T:
+            key = (key ^ column) * _HASH_PRIME
+    return key
+
+
+def _canonical_order(words, key):
+    """Row order by key, with rows of equal key but other bits put in bit order.
+
+    Returns
+    -------
+    order : ndarray of shape (n_rows,)
+    same_as_previous : ndarray of shape (n_rows - 1,) of bool
+        Whether each row in that order equals the one before it.
+    """
+    order = np.argsort(key)
+    sorted_key = key[order]
+    equal_key = sorted_key[1:] == sorted_key[:-1]
+    ties = np.flatnonzero(equal_key)
+    equal_rows = np.all(words[order[ties]] == words[order[ties + 1]], axis=1)
+    if not np.all(equal_rows):
+        # A hash collision (rare): order the runs that hold one by their bits.
+        run = np.concatenate([[0], np.cumsum(~equal_key)])
+        members = np.flatnonzero(np.isin(run, run[ties[~equal_rows]]))
+        rows = order[members]
+        within = np.lexsort(tuple(words[rows].T[::-1]) + (sorted_key[members],))
+        order[members] = rows[within]
+        equal_key = key[order][1:] == key[order][:-1]
+        ties = np.flatnonzero(equal_key)
+        equal_rows = np.all(words[order[ties]] == words[order[ties + 1]], axis=1)
+    same_as_previous = np.zeros(max(len(order) - 1, 0), dtype=bool)
+    same_as_previous[ties] = equal_rows
+    return order, same_as_previous
+
+
+def distinct_rows(X, sample_weight=None):
+    """The distinct rows of positive weight of X, in an order that X's does not set.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_rows, n_features)
+    sample_weight : ndarray of shape (n_rows,), default=None
+
+    Returns
+    -------
+    distinct : DistinctRows
+    """
+    n_rows = X.shape[0]
+    if sample_weight is None:
+        positive = np.arange(n_rows)
+        weights = np.ones(n_rows)
+    else:
+        positive = np.flatnonzero(sample_weight > 0)
+        weights = sample_weight[positive]
+    values = X[positive]
+    words = _row_words(values)
+    order, same_as_previous = _canonical_order(words, _row_hash(words))
+    first = np.concatenate([[True], ~same_as_previous])
+    starts = np.flatnonzero(first)
+    inverse = np.full(n_rows, -1, dtype=np.intp)
+    inverse[positive[order]] = np.cumsum(first) - 1
+    return DistinctRows(
+        np.asarray(values[order[starts]], dtype=np.float64),
+        np.add.reduceat(weights[order], starts) if len(starts) else weights[:0],
+        inverse,
+    )
+
+
+def initial_resp(
+    init_params,
+    n_components,
+    X,
+    sample_weight,
+    random_state,
+    standardisation,
+    kmeans_n_init=1,
+):
+    """Initial responsibilities of the rows of X, by scikit-learn's four methods.
+
+    Each method runs on the distinct rows of X (see the module), standardised,
+    so the result does not depend on the order of the rows, and integer weights
+    give the same responsibilities as repeated rows. With fewer distinct rows
+    than components, the surplus components start with no rows.
+
+    Parameters
+    ----------
+    init_params : {'kmeans', 'k-means++', 'random', 'random_from_data'}
+    n_components : int
+    X : ndarray of shape (n_rows, n_features)
+        In data units: the canonical order is taken on the data's own bits,
+        which every driver reads alike, not on a standardisation whose last bit
+        depends on how the driver reduced the moments.
+    sample_weight : ndarray of shape (n_rows,) or None
+    random_state : RandomState
+    standardisation : Standardisation
+        The map into the units that the methods run in.
+    kmeans_n_init : int, default=1
+        k-means runs, keeping the one of least inertia ('kmeans' only).
+
+    Returns
+    -------
+    resp : ndarray of shape (n_rows, n_components)
+        In X's dtype; zero on rows of weight zero.
+    """
+    # sklearn.cluster costs ~0.3 s to import; only fits need it.
+    from sklearn.cluster import KMeans, kmeans_plusplus
+
+    distinct = distinct_rows(X, sample_weight)
+    values = standardisation.transform(distinct.values)
+    n_distinct = values.shape[0]
+    n_found = min(n_components, n_distinct)
+    resp_distinct = np.zeros((n_distinct, n_components))
+    if init_params == "kmeans":
+        # k-means in float64 even for float32 X: float32 k-means lands in worse
+        # optima on large data (-0.03 nats on 1e6 x 16). `values` is already a
+        # private float64 copy, for k-means to centre in place.
+        labels = (
+            KMeans(
+                n_clusters=n_found,
+                n_init=kmeans_n_init,
+                random_state=random_state,
+                copy_x=False,
+            )
+            .fit(values, sample_weight=distinct.weights)
+            .labels_
+        )
+        resp_distinct[np.arange(n_distinct), labels] = 1.0
+    elif init_params == "random":
+        resp_distinct = random_state.uniform(size=(n_distinct, n_components))
+        resp_distinct /= resp_distinct.sum(axis=1)[:, np.newaxis]
+    else:
+        if init_params == "random_from_data":
+            indices = random_state.choice(
+                n_distinct,
+                size=n_found,
+                replace=False,
+                p=distinct.weights / distinct.weights.sum(),
+            )
+        else:
+            _, indices = kmeans_plusplus(
+                values,
+                n_found,
+                random_state=random_state,
+                sample_weight=distinct.weights,
+            )
+        resp_distinct[indices, np.arange(n_found)] = 1.0
+    resp = np.zeros((X.shape[0], n_components), dtype=X.dtype)
+    rows = distinct.inverse >= 0
+    resp[rows] = resp_distinct[distinct.inverse[rows]]
+    return resp
+
+
+def largest_sampling_keys(weights, size, random_state, offset=0):
+    """The `size` rows of largest key log(u) / w, with their keys.
+
+    Efraimidis and Spirakis (2006): the rows of the `size` largest keys are a
+    sample without replacement, each draw with probability proportional to
+    weight. Keys of disjoint sets of rows can be merged by keeping the largest,
+    so a sample of chunked rows is drawn chunk by chunk.
+
+    Parameters
+    ----------
+    weights : ndarray of shape (n_rows,)
+    size : int
+    random_state : RandomState
+    offset : int, default=0
+        Added to the row indices (the chunk's first row).
+
+    Returns
+    -------
+    keys : ndarray of shape (min(size, n_positive),)
+    rows : ndarray of shape (min(size, n_positive),)
+    """
+    positive = np.flatnonzero(weights > 0)
+    uniform = random_state.uniform(size=positive.size)
+    with np.errstate(divide="ignore"):
+        keys = np.log(uniform) / weights[positive]
+    if positive.size > size:
+        largest = np.argpartition(keys, positive.size - size)[positive.size - size :]
+        keys, positive = keys[largest], positive[largest]
+    return keys, positive + offset
+
+
+def sample_by_weight(weights, size, random_state):
+    """Sorted rows drawn without replacement by weight: all rows of positive
+    weight when there are at most `size`, without consuming `random_state`.
+
+    Returns
+    -------
+    rows : ndarray of shape (min(size, n_positive),)
+    """
+    n_positive = int(np.sum(weights > 0))
+    if n_positive <= size:
+        return np.flatnonzero(weights > 0)
+    _, rows = largest_sampling_keys(weights, size, random_state)
+    return np.sort(rows)

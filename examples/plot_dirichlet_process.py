@@ -43,7 +43,7 @@ model = VariationalGaussianMixture(
     weight_concentration_prior=1e-2,
     max_iter=1,
     warm_start=True,
-    random_state=0,
+    random_state=1,
 )
 iterations, weights = [], []
 with warnings.catch_warnings():

@@ -137,6 +137,16 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         - 'random': responsibilities are initialized randomly;
         - 'random_from_data': initial means are randomly selected data points.
 
+        Each method runs on the distinct rows of X in a canonical order, each
+        weighted by the total weight of its copies, so the start depends neither
+        on the order of the rows nor on how weight is split between copies:
+        integer weights start as repeated rows and zero weights as dropped rows.
+        A row's responsibilities are a function of its value, so the copies of
+        a point that 'random_from_data' or 'k-means++' picks all count. Online
+        fits on more than 32768 rows and Dask fits on more than 65536 rows of
+        positive weight start from a sample of that many rows, drawn without
+        replacement by weight; such starts are exact only in distribution.
+
     weight_concentration_prior_type : {'dirichlet_process', \
             'dirichlet_distribution'}, default='dirichlet_process'
         The prior on the weights: a (truncated) stick-breaking Dirichlet process
@@ -174,9 +184,11 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
 
     warm_start : bool, default=False
         If True, each `fit` starts from the previous solution and `n_init` is
-        ignored after the first call. An online `fit` starts from the E-step of
-        its initialisation subsample under the previous posterior, and its
-        step counter `n_batch_iter_` starts again from 0.
+        ignored after the first call. The fit continues from the float64
+        posterior, whatever X's dtype. An online `fit` starts from the E-step of
+        its initialisation sample under the previous posterior, tests its first
+        pass against the previous lower bound, and its step counter
+        `n_batch_iter_` starts again from 0.
 
     verbose : int, default=0
         Enable verbose output. 1 prints each initialization; 2 also prints the

@@ -29,8 +29,8 @@ from skbayesmix._standardisation import (
     no_moments,
     row_pieces,
 )
-from skbayesmix._starts import covers_rows, initial_resp, largest_sampling_keys
-from skbayesmix._state import scale_statistics, sum_statistics
+from skbayesmix._starts import largest_sampling_keys, start_statistics
+from skbayesmix._state import sum_statistics
 
 try:
     from distributed import KilledWorker
@@ -330,7 +330,7 @@ class DaskDriver(Driver):
 
     @_translate_worker_deaths
     def cold_start(self, model, init_params, n_components, random_state):
-        from skbayesmix._tfp_backend import initial_statistics, update
+        from skbayesmix._tfp_backend import update
 
         rows = self._start_rows(random_state)
         sampled = not isinstance(rows, slice)
@@ -338,28 +338,24 @@ class DaskDriver(Driver):
             self.X[rows],
             None if self.sample_weight is None else self.sample_weight[rows],
         )
-        if sampled:
-            # A sample by weight stands for the rows with unit weights.
-            weights = None
-        resp = initial_resp(
-            init_params,
-            n_components,
+        statistics = start_statistics(
+            model,
             sample,
-            weights,
+            # A sample by weight stands for the rows with unit weights.
+            None if sampled else weights,
             random_state,
-            model.standardisation,
+            sampled=sampled,
+            total_weight=self.total,
+            init_params=init_params,
+            n_components=n_components,
         )
-        sample = model.standardisation.transform(sample)
-        model_type = dict(
+        posterior = update(
+            model.prior,
+            statistics,
+            model.reg_covar,
             covariance_type=model.covariance_type,
             weight_concentration_prior_type=model.weight_type,
         )
-        statistics = initial_statistics(
-            sample, resp, sample_weight=weights, **model_type
-        )
-        if sampled and covers_rows(init_params):
-            statistics = scale_statistics(statistics, self.total / sample.shape[0])
-        posterior = update(model.prior, statistics, model.reg_covar, **model_type)
         return LoopState(posterior, None, -np.inf, None, 0)
 
     def warm_start(self, model, posterior, lower_bound, random_state):

@@ -26,18 +26,13 @@ from sklearn.utils import check_array
 
 from skbayesmix._fitting import Driver, LoopResult, LoopState
 from skbayesmix._standardisation import data_moments, row_pieces
-from skbayesmix._starts import covers_rows, initial_resp, sample_by_weight
+from skbayesmix._starts import sample_by_weight, start_statistics
 from skbayesmix._state import (
     blend_statistics,
     scale_statistics,
     sum_statistics,
 )
-from skbayesmix._tfp_backend import (
-    chunk_statistics,
-    initial_statistics,
-    lower_bound,
-    update,
-)
+from skbayesmix._tfp_backend import chunk_statistics, lower_bound, update
 
 __all__ = [
     "OnlineDriver",
@@ -267,24 +262,6 @@ def _svi_state(model, statistics, n_batch_iter, bound):
     return LoopState(_update(model, statistics), None, bound, statistics, n_batch_iter)
 
 
-def _start_statistics(model, Xs, sample_weight, resp=None, posterior=None):
-    """The Statistics of a start on rows Xs: of `resp`, or of the E-step under
-    `posterior` (a warm start)."""
-    keywords = dict(
-        covariance_type=model.covariance_type,
-        weight_concentration_prior_type=model.weight_type,
-        sample_weight=_weights(sample_weight, slice(None), Xs.shape[0]),
-    )
-    if posterior is None:
-        return initial_statistics(Xs, resp, **keywords)
-    return chunk_statistics(Xs, posterior, model.reg_covar, **keywords)
-
-
-def _sample_scale(total_weight, sample_weight, n_rows):
-    """total weight / the sample's weight: what a sample's statistics stand for."""
-    return total_weight / float(np.sum(_weights(sample_weight, slice(None), n_rows)))
-
-
 def _shuffled_minibatches(X, sample_weight, standardisation, settings, rng, dtype):
     """Standardised minibatches of X in a random order, over one pass.
 
@@ -376,31 +353,30 @@ class OnlineDriver(Driver):
 
     def cold_start(self, model, init_params, n_components, random_state):
         X, weights, sampled = self._start_rows(random_state)
-        resp = initial_resp(
-            init_params,
-            n_components,
+        statistics = start_statistics(
+            model,
             X,
             weights,
             random_state,
-            model.standardisation,
-            _KMEANS_N_INIT,
+            sampled=sampled,
+            total_weight=self.total,
+            init_params=init_params,
+            n_components=n_components,
+            kmeans_n_init=_KMEANS_N_INIT,
         )
-        Xs = model.standardisation.transform(X)
-        statistics = _start_statistics(model, Xs, weights, resp=resp)
-        if sampled and covers_rows(init_params):
-            statistics = scale_statistics(
-                statistics, _sample_scale(self.total, weights, Xs.shape[0])
-            )
         return _svi_state(model, statistics, 0, -np.inf)
 
     def warm_start(self, model, posterior, lower_bound, random_state):
         X, weights, sampled = self._start_rows(random_state)
-        Xs = model.standardisation.transform(X)
-        statistics = _start_statistics(model, Xs, weights, posterior=posterior)
-        if sampled:
-            statistics = scale_statistics(
-                statistics, _sample_scale(self.total, weights, Xs.shape[0])
-            )
+        statistics = start_statistics(
+            model,
+            X,
+            weights,
+            random_state,
+            sampled=sampled,
+            total_weight=self.total,
+            posterior=posterior,
+        )
         return _svi_state(model, statistics, 0, lower_bound)
 
     def run(self, model, state, max_iter, tol):
@@ -467,32 +443,28 @@ class StreamDriver(Driver):
         )
 
     def cold_start(self, model, init_params, n_components, random_state):
-        resp = initial_resp(
-            init_params,
-            n_components,
+        statistics = start_statistics(
+            model,
             self.X,
             self.sample_weight,
             random_state,
-            model.standardisation,
-            _KMEANS_N_INIT,
+            sampled=True,
+            total_weight=self.total_samples,
+            init_params=init_params,
+            n_components=n_components,
+            kmeans_n_init=_KMEANS_N_INIT,
         )
-        Xs = model.standardisation.transform(self.X)
-        statistics = _start_statistics(model, Xs, self.sample_weight, resp=resp)
-        if covers_rows(init_params):
-            statistics = scale_statistics(
-                statistics,
-                _sample_scale(self.total_samples, self.sample_weight, Xs.shape[0]),
-            )
         return _svi_state(model, statistics, 0, -np.inf)
 
     def warm_start(self, model, posterior, lower_bound, random_state):
-        Xs = model.standardisation.transform(self.X)
-        statistics = _start_statistics(
-            model, Xs, self.sample_weight, posterior=posterior
-        )
-        statistics = scale_statistics(
-            statistics,
-            _sample_scale(self.total_samples, self.sample_weight, Xs.shape[0]),
+        statistics = start_statistics(
+            model,
+            self.X,
+            self.sample_weight,
+            random_state,
+            sampled=True,
+            total_weight=self.total_samples,
+            posterior=posterior,
         )
         return _svi_state(model, statistics, 0, lower_bound)
 

@@ -24,6 +24,7 @@ import numpy as np
 __all__ = [
     "DistinctRows",
     "covers_rows",
+    "start_statistics",
     "distinct_rows",
     "initial_resp",
     "largest_sampling_keys",
@@ -261,3 +262,71 @@ def sample_by_weight(weights, size, random_state):
         return np.flatnonzero(weights > 0)
     _, rows = largest_sampling_keys(weights, size, random_state)
     return np.sort(rows)
+
+
+def start_statistics(
+    model,
+    X,
+    sample_weight,
+    random_state,
+    *,
+    sampled,
+    total_weight,
+    init_params=None,
+    n_components=None,
+    posterior=None,
+    kmeans_n_init=1,
+):
+    """The Statistics of a start on rows X, standing for all rows (see module).
+
+    From `init_params` (a cold start) or, when `posterior` is given, from the
+    E-step under it (a warm start, which covers every row).
+
+    Parameters
+    ----------
+    model : ModelPrior
+    X : ndarray of shape (n_rows, n_features)
+        In data units.
+    sample_weight : ndarray of shape (n_rows,) or None
+    random_state : RandomState
+    sampled : bool
+        Whether X is a sample of the rows that the statistics stand for.
+    total_weight : float
+        The weight of all those rows.
+    init_params, n_components, kmeans_n_init
+        As for `initial_resp`; unused with `posterior`.
+    posterior : Posterior, default=None
+
+    Returns
+    -------
+    statistics : Statistics
+    """
+    # Imported here so that `import skbayesmix` never loads TensorFlow.
+    from skbayesmix._state import scale_statistics
+    from skbayesmix._tfp_backend import chunk_statistics, initial_statistics
+
+    X_standardised = model.standardisation.transform(X)
+    weights = np.ones(X.shape[0]) if sample_weight is None else sample_weight
+    keywords = dict(
+        covariance_type=model.covariance_type,
+        weight_concentration_prior_type=model.weight_type,
+        sample_weight=weights,
+    )
+    if posterior is None:
+        resp = initial_resp(
+            init_params,
+            n_components,
+            X,
+            sample_weight,
+            random_state,
+            model.standardisation,
+            kmeans_n_init,
+        )
+        statistics = initial_statistics(X_standardised, resp, **keywords)
+    else:
+        statistics = chunk_statistics(
+            X_standardised, posterior, model.reg_covar, **keywords
+        )
+    if sampled and (posterior is not None or covers_rows(init_params)):
+        statistics = scale_statistics(statistics, total_weight / np.sum(weights))
+    return statistics

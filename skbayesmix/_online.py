@@ -292,7 +292,42 @@ def _shuffled_minibatches(X, sample_weight, standardisation, settings, rng, dtyp
             )
 
 
-class OnlineDriver(Driver):
+class _SVIDriver(Driver):
+    """The starts of the SVI drivers: statistics of start rows, scaled to the total.
+
+    A subclass supplies `_start_rows(random_state)`, which returns the rows (in
+    data units), their weights, whether they are a sample, and the total weight
+    they stand for.
+    """
+
+    def _start(self, model, random_state, lower_bound, **start):
+        X, weights, sampled, total = self._start_rows(random_state)
+        statistics = start_statistics(
+            model,
+            X,
+            weights,
+            random_state,
+            sampled=sampled,
+            total_weight=total,
+            kmeans_n_init=_KMEANS_N_INIT,
+            **start,
+        )
+        return _svi_state(model, statistics, 0, lower_bound)
+
+    def cold_start(self, model, init_params, n_components, random_state):
+        return self._start(
+            model,
+            random_state,
+            -np.inf,
+            init_params=init_params,
+            n_components=n_components,
+        )
+
+    def warm_start(self, model, posterior, lower_bound, random_state):
+        return self._start(model, random_state, lower_bound, posterior=posterior)
+
+
+class OnlineDriver(_SVIDriver):
     """learning_method='online': passes of SVI steps over shuffled minibatches.
 
     X is never copied or standardised as a whole: the moments come from one
@@ -334,7 +369,7 @@ class OnlineDriver(Driver):
         return moments
 
     def _start_rows(self, random_state):
-        """The start rows, their weights, and whether they are a sample.
+        """The start rows, their weights, whether they are a sample, the total.
 
         The passes shuffle with a generator of their own, seeded here, so that
         every start consumes `random_state` alike however many rows there are.
@@ -348,36 +383,8 @@ class OnlineDriver(Driver):
         X = read_rows(self.X, rows, self.dtype)
         # A sample by weight stands for the rows with unit weights.
         if sampled or self.sample_weight is None:
-            return X, None, sampled
-        return X, self.sample_weight[rows], sampled
-
-    def cold_start(self, model, init_params, n_components, random_state):
-        X, weights, sampled = self._start_rows(random_state)
-        statistics = start_statistics(
-            model,
-            X,
-            weights,
-            random_state,
-            sampled=sampled,
-            total_weight=self.total,
-            init_params=init_params,
-            n_components=n_components,
-            kmeans_n_init=_KMEANS_N_INIT,
-        )
-        return _svi_state(model, statistics, 0, -np.inf)
-
-    def warm_start(self, model, posterior, lower_bound, random_state):
-        X, weights, sampled = self._start_rows(random_state)
-        statistics = start_statistics(
-            model,
-            X,
-            weights,
-            random_state,
-            sampled=sampled,
-            total_weight=self.total,
-            posterior=posterior,
-        )
-        return _svi_state(model, statistics, 0, lower_bound)
+            return X, None, sampled, self.total
+        return X, self.sample_weight[rows], sampled, self.total
 
     def run(self, model, state, max_iter, tol):
         lower_bounds, converged = [], False
@@ -406,7 +413,7 @@ class OnlineDriver(Driver):
         return LoopResult(state, np.asarray(lower_bounds, dtype=np.float64), converged)
 
 
-class StreamDriver(Driver):
+class StreamDriver(_SVIDriver):
     """`partial_fit`: one SVI step per minibatch of one chunk of a stream.
 
     The chunk is split into ceil(n_samples / batch_size) minibatches of nearly
@@ -442,31 +449,9 @@ class StreamDriver(Driver):
             row_pieces(self.X, self.sample_weight), self.n_features, scatter_rank
         )
 
-    def cold_start(self, model, init_params, n_components, random_state):
-        statistics = start_statistics(
-            model,
-            self.X,
-            self.sample_weight,
-            random_state,
-            sampled=True,
-            total_weight=self.total_samples,
-            init_params=init_params,
-            n_components=n_components,
-            kmeans_n_init=_KMEANS_N_INIT,
-        )
-        return _svi_state(model, statistics, 0, -np.inf)
-
-    def warm_start(self, model, posterior, lower_bound, random_state):
-        statistics = start_statistics(
-            model,
-            self.X,
-            self.sample_weight,
-            random_state,
-            sampled=True,
-            total_weight=self.total_samples,
-            posterior=posterior,
-        )
-        return _svi_state(model, statistics, 0, lower_bound)
+    def _start_rows(self, random_state):
+        # The chunk is a sample of the stream that total_samples stands for.
+        return self.X, self.sample_weight, True, self.total_samples
 
     def resume(self, model, statistics, n_batch_iter, lower_bound):
         return _svi_state(model, statistics, n_batch_iter, lower_bound)

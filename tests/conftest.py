@@ -36,6 +36,26 @@ def blobs(rng, n_per_blob=60, n_features=2):
     )
 
 
+def sample_weight_check_data(rng):
+    """scikit-learn's sample-weight check: 15 uniform points in 30 dimensions
+    with integer weights (zeros among them), shuffled, and the same points
+    repeated; starts matter on such data.
+
+    Returns
+    -------
+    X_weighted : ndarray of shape (15, 30)
+    weights : ndarray of shape (15,)
+    X_repeated : ndarray of shape (weights.sum(), 30)
+    X : ndarray of shape (15, 30)
+        The points in their original order.
+    """
+    X = rng.rand(15, 30)
+    weights = rng.randint(0, 5, size=15)
+    X_repeated = X.repeat(weights, axis=0)
+    order = rng.permutation(15)
+    return X[order], weights[order].astype(float), X_repeated, X
+
+
 @pytest.fixture
 def rng():
     return np.random.RandomState(0)

@@ -15,7 +15,11 @@ distributed = pytest.importorskip("distributed")
 
 import cloudpickle  # noqa: E402
 import joblib  # noqa: E402
-from conftest import COVARIANCE_TYPES, WEIGHT_PRIOR_TYPES  # noqa: E402
+from conftest import (  # noqa: E402
+    COVARIANCE_TYPES,
+    WEIGHT_PRIOR_TYPES,
+    sample_weight_check_data,
+)
 from sklearn.exceptions import ConvergenceWarning, NotFittedError  # noqa: E402
 from sklearn.model_selection import GridSearchCV  # noqa: E402
 
@@ -444,19 +448,16 @@ def test_fit_raises_clear_error_when_workers_keep_dying(client):
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_shuffled_weighted_fit_equals_fit_of_repeated_rows(client, covariance_type):
-    # scikit-learn's sample-weight check data, chunked.
-    rng = np.random.RandomState(42)
-    X = rng.rand(15, 30)
-    weights = rng.randint(0, 5, size=15)
-    X_repeated = X.repeat(weights, axis=0)
-    order = rng.permutation(15)
+    X_weighted, weights, X_repeated, X = sample_weight_check_data(
+        np.random.RandomState(42)
+    )
     params = dict(
         n_components=2, covariance_type=covariance_type, n_init=2, random_state=0
     )
     weighted = _fit_quietly(
         VariationalGaussianMixture(**params),
-        da.from_array(X[order], chunks=(4, 30)),
-        sample_weight=weights[order].astype(float),
+        da.from_array(X_weighted, chunks=(4, 30)),
+        sample_weight=weights,
     )
     repeated = _fit_quietly(
         VariationalGaussianMixture(**params), da.from_array(X_repeated, chunks=(7, 30))

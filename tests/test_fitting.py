@@ -5,7 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import COVARIANCE_TYPES
+from conftest import COVARIANCE_TYPES, sample_weight_check_data
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -13,16 +13,6 @@ from sklearn.preprocessing import StandardScaler
 from skbayesmix import VariationalGaussianMixture
 from skbayesmix._batch import InMemoryDriver
 from skbayesmix._online import OnlineDriver, StreamDriver
-
-
-def _check_data(rng):
-    """scikit-learn's sample-weight check: 15 uniform points in 30 dimensions,
-    weighted and shuffled, against the same points repeated."""
-    X = rng.rand(15, 30)
-    weights = rng.randint(0, 5, size=15)
-    X_repeated = X.repeat(weights, axis=0)
-    order = rng.permutation(15)
-    return X[order], weights[order].astype(float), X_repeated, X
 
 
 def _quiet_fit(model, X, **fit_params):
@@ -53,7 +43,9 @@ DRIVERS = {
 def test_shuffled_weighted_fit_equals_fit_of_repeated_rows(
     covariance_type, init_params, driver
 ):
-    X_weighted, weights, X_repeated, X = _check_data(np.random.RandomState(42))
+    X_weighted, weights, X_repeated, X = sample_weight_check_data(
+        np.random.RandomState(42)
+    )
     params = dict(
         n_components=2,
         covariance_type=covariance_type,
@@ -73,7 +65,9 @@ def test_shuffled_weighted_fit_equals_fit_of_repeated_rows(
 def test_shuffled_weighted_partial_fit_equals_partial_fit_of_repeated_rows(
     covariance_type,
 ):
-    X_weighted, weights, X_repeated, X = _check_data(np.random.RandomState(42))
+    X_weighted, weights, X_repeated, X = sample_weight_check_data(
+        np.random.RandomState(42)
+    )
     params = dict(
         n_components=2,
         covariance_type=covariance_type,

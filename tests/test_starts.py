@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import sample_weight_check_data
 
 from skbayesmix import _starts
 from skbayesmix._standardisation import Standardisation
@@ -13,14 +14,6 @@ from skbayesmix._starts import (
 )
 
 INIT_PARAMS = ["kmeans", "k-means++", "random", "random_from_data"]
-
-
-def _weighted_and_repeated(rng, n_rows=15, n_features=30):
-    """scikit-learn's sample-weight check data: weighted and shuffled, repeated."""
-    X = rng.rand(n_rows, n_features)
-    weights = rng.randint(0, 5, size=n_rows).astype(float)
-    order = rng.permutation(n_rows)
-    return X[order], weights[order], X.repeat(weights.astype(int), axis=0), X
 
 
 def test_distinct_rows_merge_copies_and_drop_zero_weights():
@@ -63,7 +56,7 @@ def test_distinct_rows_hash_collisions_are_ordered_by_value(monkeypatch):
 
 @pytest.mark.parametrize("init_params", INIT_PARAMS)
 def test_initial_resp_weights_equal_repeated_rows_in_any_order(init_params):
-    X_weighted, weights, X_repeated, X = _weighted_and_repeated(
+    X_weighted, weights, X_repeated, X = sample_weight_check_data(
         np.random.RandomState(42)
     )
     standardisation = Standardisation.from_data(X_repeated)

@@ -218,28 +218,23 @@ def _run(driver, model, state, params):
     verbose, interval = params["verbose"], params["verbose_interval"]
     if not verbose or driver.is_stream:
         return driver.run(model, state, max_iter, tol)
-    lower_bounds, converged = [], False
+    lower_bounds, converged, n_iter = [state.lower_bound], False, 0
     last_line = time()
     while True:
-        segment = driver.run(
-            model, state, min(interval, max_iter - len(lower_bounds)), tol
-        )
-        previous = lower_bounds[-1] if lower_bounds else state.lower_bound
+        segment = driver.run(model, state, min(interval, max_iter - n_iter), tol)
         lower_bounds.extend(segment.lower_bounds)
         state, converged = segment.state, segment.converged
-        n_iter = len(lower_bounds)
+        n_iter = len(lower_bounds) - 1
         if n_iter and n_iter % interval == 0:
             now = time()
-            _print_iteration(
-                verbose,
-                n_iter,
-                now - last_line,
-                lower_bounds[-1] - (lower_bounds[-2] if n_iter > 1 else previous),
-            )
+            change = lower_bounds[-1] - lower_bounds[-2]
+            _print_iteration(verbose, n_iter, now - last_line, change)
             last_line = now
         if converged or n_iter >= max_iter or len(segment.lower_bounds) == 0:
             break
-    return LoopResult(state, np.asarray(lower_bounds, dtype=np.float64), converged)
+    # The first entry is the start's bound, not an iteration's.
+    lower_bounds = np.asarray(lower_bounds[1:], dtype=np.float64)
+    return LoopResult(state, lower_bounds, converged)
 
 
 def _starts(driver, model, params, warm, resume, random_state):

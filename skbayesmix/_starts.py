@@ -31,9 +31,11 @@ __all__ = [
     "sample_by_weight",
 ]
 
-# FNV-1a's 64-bit offset and prime, applied to the words of a row.
-_HASH_OFFSET = np.uint64(0xCBF29CE484222325)
-_HASH_PRIME = np.uint64(0x100000001B3)
+# A row's key: sum_j m_j b_j mod 2^64 over its 64-bit words b_j, with odd
+# multipliers m_j from the golden ratio, then one xorshift-multiply to mix the
+# high bits down. One pass over X (einsum), not one per column.
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX = np.uint64(0xBF58476D1CE4E5B9)
 
 
 class DistinctRows(NamedTuple):
@@ -64,11 +66,12 @@ def _row_words(X):
 
 
 def _row_hash(words):
-    """FNV-1a over each row's words: a key that depends on the row's bits only."""
-    key = np.full(words.shape[0], _HASH_OFFSET)
+    """A key that depends on the row's bits only (see the module's constants)."""
     with np.errstate(over="ignore"):
-        for column in words.T:
-            key = (key ^ column) * _HASH_PRIME
+        multipliers = (2 * np.arange(words.shape[1], dtype=np.uint64) + 1) * _GOLDEN
+        key = np.einsum("ij,j->i", words, multipliers)
+        key ^= key >> np.uint64(31)
+        key *= _MIX
     return key
 
 

@@ -495,3 +495,33 @@ def test_convergence_warning_points_at_the_callers_line(client):
     with pytest.warns(ConvergenceWarning) as record:
         estimator.fit(da.from_array(_blobs(), chunks=(60, 3)))
     assert record[0].filename == __file__
+
+
+def test_fit_initialises_from_a_sample_by_weight(client, monkeypatch):
+    # Sampling keys are drawn chunk by chunk and merged on the client.
+    monkeypatch.setattr(_dask, "_INIT_SAMPLE_ROWS", 60)
+    X = _blobs(n_samples=600)
+    weights = np.random.RandomState(1).randint(0, 4, size=600).astype(float)
+    # A Dirichlet distribution, whose bound does not depend on the components'
+    # order as the sticks' does.
+    params = dict(
+        n_components=3,
+        covariance_type="diag",
+        weight_concentration_prior_type="dirichlet_distribution",
+        random_state=0,
+        tol=1e-8,
+    )
+    expected = _fit_quietly(
+        VariationalGaussianMixture(**params), X, sample_weight=weights
+    )
+    fitted = _fit_quietly(
+        VariationalGaussianMixture(**params),
+        da.from_array(X, chunks=(150, 3)),
+        sample_weight=weights,
+    )
+    order = np.argsort(fitted.means_[:, 0])
+    expected_order = np.argsort(expected.means_[:, 0])
+    np.testing.assert_allclose(
+        fitted.means_[order], expected.means_[expected_order], atol=1e-2
+    )
+    np.testing.assert_allclose(fitted.lower_bound_, expected.lower_bound_, atol=1e-2)

@@ -180,3 +180,31 @@ def test_convergence_warning_points_at_the_callers_line(learning_method):
     with pytest.warns(ConvergenceWarning) as record:
         make_pipeline(StandardScaler(), model).fit(X)
     assert record[0].filename == __file__
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_online_start_on_a_sample_by_weight_finds_the_batch_optimum(
+    monkeypatch, weighted
+):
+    import skbayesmix._online as online
+
+    # A sample of 200 of the 3072 rows, drawn by weight: the start's statistics
+    # stand for all rows, and the passes over every row do the rest.
+    monkeypatch.setattr(online, "_INIT_ROWS", 200)
+    rng = np.random.RandomState(0)
+    X = np.vstack([rng.randn(1024, 2) + c for c in [(2, 0), (-2, -4), (-2, 4)]])
+    weights = rng.randint(1, 4, size=len(X)).astype(float) if weighted else None
+    params = dict(n_components=3, random_state=0)
+    sampled = VariationalGaussianMixture(
+        learning_method="online", batch_size=512, **params
+    ).fit(X, sample_weight=weights)
+    batch = VariationalGaussianMixture(**params).fit(X, sample_weight=weights)
+    order, batch_order = (
+        np.argsort(sampled.means_[:, 1]),
+        np.argsort(batch.means_[:, 1]),
+    )
+    np.testing.assert_allclose(
+        sampled.means_[order], batch.means_[batch_order], atol=0.1
+    )
+    total = len(X) if weights is None else weights.sum()
+    assert abs(sampled.lower_bound_ - batch.lower_bound_) < 0.01 * total

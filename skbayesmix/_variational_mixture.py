@@ -729,8 +729,9 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
 
     def _resume(self, n_features):
         """The online state that partial_fit continues, or None to start anew."""
+        # Models pickled before the online state kept its moments have none.
         if not (
-            hasattr(self, "_online_statistics")
+            hasattr(self, "_online_moments")
             and self._fitted_structure_matches(n_features)
         ):
             return None

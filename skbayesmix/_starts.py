@@ -263,7 +263,12 @@ def sample_by_weight(weights, size, random_state):
     n_positive = int(np.sum(weights > 0))
     if n_positive <= size:
         return np.flatnonzero(weights > 0)
-    _, rows = largest_sampling_keys(weights, size, random_state)
+    # The keys come from a generator seeded by `random_state`, not from its own
+    # stream: data drawn with the same seed (rng.uniform(size=n) picking each
+    # row's component, say) would otherwise share the keys' uniforms, and the
+    # sample would take the rows of a few components.
+    keys_state = np.random.RandomState(random_state.randint(np.iinfo(np.int32).max))
+    _, rows = largest_sampling_keys(weights, size, keys_state)
     return np.sort(rows)
 
 

@@ -40,7 +40,6 @@ numpydoc_attributes_as_param_list = True
 numpydoc_xref_param_type = False
 
 
-
 def _example_argv(gallery_conf, script_vars):
     """The examples take their figure's path as first argument: a scratch file.
 
@@ -73,6 +72,7 @@ html_theme = "pydata_sphinx_theme"
 html_title = f"skbayesmix {version}"
 html_static_path = ["_static"]
 html_show_sourcelink = False
+html_domain_indices = False
 html_theme_options = {
     "navbar_end": ["navbar-icon-links"],
     "secondary_sidebar_items": ["page-toc"],

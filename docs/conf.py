@@ -41,13 +41,36 @@ numpydoc_xref_param_type = False
 
 
 def _example_argv(gallery_conf, script_vars):
-    """The examples take their figure's path as first argument: a scratch file.
+    """The examples take their figure's path as first argument.
 
-    sphinx-gallery captures the figures itself, and defines no ``__file__``.
+    sphinx-gallery defines no ``__file__``, so the examples cannot find their own
+    folder; it runs them from there, so a bare file name lands where a reader's
+    run of the script writes it (``examples/*.png``, ignored by git). The gallery
+    shows the figures it captures itself.
     """
-    figures = Path(__file__).resolve().parent / "_build" / "example_figures"
-    figures.mkdir(parents=True, exist_ok=True)
-    return [str(figures / (Path(script_vars["src_file"]).stem + ".png"))]
+    return [Path(script_vars["src_file"]).stem + ".png"]
+
+
+class _ExampleOrder:
+    """The gallery's order: the seed tutorial first, the 6.4 GB memmap last."""
+
+    ORDER = [
+        "plot_tutorial.py",
+        "plot_grid_search.py",
+        "plot_dirichlet_process.py",
+        "plot_density_band.py",
+        "fit_memmap.py",
+    ]
+
+    def __init__(self, src_dir):
+        self.src_dir = src_dir
+
+    def __call__(self, filename):
+        rank = self.ORDER.index(filename) if filename in self.ORDER else len(self.ORDER)
+        return rank, filename
+
+    def __repr__(self):
+        return f"<{type(self).__name__}>"
 
 
 sphinx_gallery_conf = {
@@ -65,7 +88,7 @@ sphinx_gallery_conf = {
     "remove_config_comments": True,
     "matplotlib_animations": False,
     "show_memory": False,
-    "within_subsection_order": "FileNameSortKey",
+    "within_subsection_order": _ExampleOrder,
 }
 
 html_theme = "pydata_sphinx_theme"
@@ -73,6 +96,9 @@ html_title = f"skbayesmix {version}"
 html_static_path = ["_static"]
 html_show_sourcelink = False
 html_domain_indices = False
+html_css_files = ["custom.css"]
+# "fit", not "VariationalGaussianMixture.fit", in the page tables of contents.
+toc_object_entries_show_parents = "hide"
 html_theme_options = {
     "navbar_end": ["navbar-icon-links"],
     "secondary_sidebar_items": ["page-toc"],

@@ -158,6 +158,14 @@ def test_dask_block_runs_as_a_script(name, tmp_path):
     assert result.returncode == 0, f"{name} failed:\n{result.stderr[-3000:]}"
 
 
+def test_api_reference_lists_every_public_name():
+    import skbayesmix
+    from skbayesmix import plotting
+
+    listed = set(re.findall(r"^   (\w+)$", (DOCS / "api.rst").read_text(), re.M))
+    assert listed == set(skbayesmix.__all__) | set(plotting.__all__)
+
+
 def test_readme_is_a_product_page():
     text = (ROOT / "README.md").read_text()
     assert len(text.splitlines()) <= 200

@@ -1,4 +1,6 @@
-"""Fit a mixture to a file on disk that is larger than you want in memory.
+"""
+Fit a mixture to a file on disk that is larger than you want in memory
+======================================================================
 
 This example writes 1e8 rows of 16 float32 features (6.4 GB) to a temporary
 folder, opens them as a read-only :class:`numpy.memmap`, and fits
@@ -132,7 +134,7 @@ def fit_file(path, n_rows, passes, batch_size=16384):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000_000)
     parser.add_argument("--passes", type=int, default=2, help="max_iter")
     parser.add_argument("--folder", default=None, help="where to write the file")

@@ -20,18 +20,18 @@ true density less often than 90%; the script prints the measured coverage.
 import sys
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-from scipy.special import logsumexp  # noqa: E402
-from scipy.stats import multivariate_normal  # noqa: E402
+from skbayesmix import VariationalGaussianMixture
 
-from skbayesmix import VariationalGaussianMixture  # noqa: E402
-
+# %%
+# The known mixture: its weights, means and covariances, a sampler and its
+# log density.
 weights = np.array([0.5, 0.3, 0.2])
 means = np.array([[0.0, 0.0], [3.0, 3.0], [-3.0, 2.0]])
 covariances = np.array(
@@ -59,6 +59,9 @@ def true_log_density(X):
     )
 
 
+# %%
+# Fit 200 points, then count how often the 90% band of the density contains
+# the true log density, at 2000 fresh points.
 rng = np.random.RandomState(0)
 X = sample(rng, 200)
 model = VariationalGaussianMixture(
@@ -71,6 +74,8 @@ truth = true_log_density(test_points)
 coverage = np.mean((lower <= truth) & (truth <= upper))
 print(f"coverage of the true density by the 90% band: {coverage:.2f}")
 
+# %%
+# The predictive density and its band on a grid, and the figure.
 bounds = (-6.5, 6.5, -4.0, 7.5)
 xx, yy = np.meshgrid(
     np.linspace(bounds[0], bounds[1], 250), np.linspace(bounds[2], bounds[3], 250)

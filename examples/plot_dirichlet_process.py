@@ -16,15 +16,12 @@ import sys
 import warnings
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.exceptions import ConvergenceWarning  # noqa: E402
-
-from skbayesmix import VariationalGaussianMixture  # noqa: E402
-from skbayesmix.plotting import plot_density  # noqa: E402
+from skbayesmix import VariationalGaussianMixture
+from skbayesmix.plotting import plot_density
 
 rng = np.random.RandomState(0)
 centres = np.array([[2.0, 0.0], [-2.0, -4.0], [-2.0, 4.0]])

@@ -13,17 +13,14 @@ The figure shows both per K, side by side, with the K each one picks.
 import sys
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from joblib import parallel_config
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from joblib import parallel_config  # noqa: E402
-from sklearn.model_selection import GridSearchCV  # noqa: E402
-from sklearn.pipeline import make_pipeline  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
-
-from skbayesmix import VariationalGaussianMixture  # noqa: E402
+from skbayesmix import VariationalGaussianMixture
 
 # %%
 # Three unit-variance clusters, as in the tutorial.

@@ -15,14 +15,11 @@ decreases, so there is no learning rate, no epoch count and no NaN.
 import sys
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from skbayesmix import VariationalGaussianMixture  # noqa: E402
-from skbayesmix.plotting import plot_density  # noqa: E402
+from skbayesmix import VariationalGaussianMixture
+from skbayesmix.plotting import plot_density
 
 # %%
 # The tutorial's data and model.

@@ -6,3 +6,11 @@ from skbayesmix._variational_mixture import VariationalGaussianMixture
 __version__ = "0.1.0"
 
 __all__ = ["TransformedDensity", "VariationalGaussianMixture"]
+
+# The public classes name the public module: new pickles and skops files then
+# record `skbayesmix.VariationalGaussianMixture`, the type string a user trusts,
+# and the API reference shows the import path. Old pickles still load, because
+# the private modules keep the same class objects.
+for _public in (TransformedDensity, VariationalGaussianMixture):
+    _public.__module__ = __name__
+del _public

@@ -314,7 +314,7 @@ class TransformedDensity(DensityMixin, BaseEstimator):
         The log-derivative of a FunctionTransformer step, required when the
         transformer contains one (at most one) with a `func`. It is called as
         ``log_abs_det_jacobian(X)`` with the input X of that step, of shape
-        (n_samples, n_features), and must return log |det dT(x)/dx|, of shape
+        (n_samples, n_features), and must return ``log |det dT(x)/dx|``, of shape
         (n_samples,). For example, ``FunctionTransformer(np.log, np.exp)``
         goes with ``lambda X: -np.log(X).sum(axis=1)``. The transformer must
         keep the number of features, and `inverse_func` is needed by `sample`.
@@ -443,7 +443,7 @@ class TransformedDensity(DensityMixin, BaseEstimator):
     def score_samples_interval(self, X, level=0.9, n_draws=None, random_state=None):
         """Pointwise credible band of the log density, in the original space.
 
-        The estimator's band at T(X), shifted by log |det J_T(X)|. Only
+        The estimator's band at T(X), shifted by ``log |det J_T(X)|``. Only
         available when the estimator has `score_samples_interval`.
 
         Parameters

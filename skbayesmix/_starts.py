@@ -4,9 +4,10 @@
 # 'random_from_data' pick rows by index, 'random' draws one row after another. So
 # a shuffled X, or X with integer weights, starts elsewhere than the same data
 # repeated, and the fit can end in another optimum. Here every initialisation
-# runs on the distinct rows of X in a canonical order (by a hash of their bits),
-# each weighted by the total weight of its copies, with rows of weight zero
-# dropped. A row's responsibilities are then a function of its value alone:
+# runs on the distinct rows of X in a canonical order (by their first feature,
+# ties by a hash of their bits), each weighted by the total weight of its copies,
+# with rows of weight zero dropped. A row's responsibilities are then a function
+# of its value alone:
 # integer weights start as repeated rows, zero weights as dropped rows, and any
 # permutation of X as X. Weighted k-means and k-means++ sample by cumulative
 # weight, so equal mass maps to equal points.
@@ -31,11 +32,12 @@ __all__ = [
     "sample_by_weight",
 ]
 
-# A row's key: sum_j m_j b_j mod 2^64 over its 64-bit words b_j, with odd
-# multipliers m_j from the golden ratio, then one xorshift-multiply to mix the
-# high bits down. One pass over X (einsum), not one per column.
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX = np.uint64(0xBF58476D1CE4E5B9)
+# A row's key: sum_j m_j mix(b_j) mod 2^64 over its 64-bit words b_j, with mix
+# splitmix64's finaliser and m_j odd constants from it. A few passes over X, not
+# one per column; rows of equal key are compared bit by bit, so a collision
+# costs time, never correctness.
+_MIX_FIRST = np.uint64(0xBF58476D1CE4E5B9)
+_MIX_SECOND = np.uint64(0x94D049BB133111EB)
 
 
 class DistinctRows(NamedTuple):
@@ -65,18 +67,39 @@ def _row_words(X):
     return words.astype(np.uint64, copy=False)
 
 
+def _mixed(words):
+    """splitmix64's finaliser, word by word: every bit of a word reaches every bit.
+
+    A product only carries bits upwards, and the words of round numbers (small
+    integers as float64) have only a few top bits set, so words are mixed
+    before they are combined.
+    """
+    with np.errstate(over="ignore"):
+        mixed = words ^ (words >> np.uint64(30))
+        mixed *= _MIX_FIRST
+        mixed ^= mixed >> np.uint64(27)
+        mixed *= _MIX_SECOND
+        mixed ^= mixed >> np.uint64(31)
+    return mixed
+
+
 def _row_hash(words):
     """A key that depends on the row's bits only (see the module's constants)."""
+    n_words = words.shape[1]
+    # Independent odd multipliers: an arithmetic progression of them would let
+    # rows that permute a few values among their features share a key.
+    multipliers = _mixed(np.arange(1, n_words + 1, dtype=np.uint64)) | np.uint64(1)
     with np.errstate(over="ignore"):
-        multipliers = (2 * np.arange(words.shape[1], dtype=np.uint64) + 1) * _GOLDEN
-        key = np.einsum("ij,j->i", words, multipliers)
-        key ^= key >> np.uint64(31)
-        key *= _MIX
-    return key
+        return np.einsum("ij,j->i", _mixed(words), multipliers)
 
 
-def _canonical_order(words, key):
-    """Row order by key, with rows of equal key but other bits put in bit order.
+def _canonical_order(words, first_column):
+    """Row order by first feature; ties by a key of all bits, then by the bits.
+
+    Ordering by value first makes the float32 and float64 copies of the same
+    data start alike (up to rows whose first features round to one float32),
+    and costs one argsort: only rows that tie on their first feature, all
+    duplicates among them, are hashed. Equal rows end up next to each other.
 
     Returns
     -------
@@ -84,23 +107,30 @@ def _canonical_order(words, key):
     same_as_previous : ndarray of shape (n_rows - 1,) of bool
         Whether each row in that order equals the one before it.
     """
-    order = np.argsort(key)
-    sorted_key = key[order]
-    equal_key = sorted_key[1:] == sorted_key[:-1]
-    ties = np.flatnonzero(equal_key)
-    equal_rows = np.all(words[order[ties]] == words[order[ties + 1]], axis=1)
-    if not np.all(equal_rows):
-        # A hash collision (rare): order the runs that hold one by their bits.
-        run = np.concatenate([[0], np.cumsum(~equal_key)])
-        members = np.flatnonzero(np.isin(run, run[ties[~equal_rows]]))
-        rows = order[members]
-        within = np.lexsort(tuple(words[rows].T[::-1]) + (sorted_key[members],))
-        order[members] = rows[within]
-        equal_key = key[order][1:] == key[order][:-1]
-        ties = np.flatnonzero(equal_key)
-        equal_rows = np.all(words[order[ties]] == words[order[ties + 1]], axis=1)
+    order = np.argsort(first_column)
+    first = words[order, 0]
+    tied = np.flatnonzero(first[1:] == first[:-1])
     same_as_previous = np.zeros(max(len(order) - 1, 0), dtype=bool)
-    same_as_previous[ties] = equal_rows
+    if tied.size == 0:
+        return order, same_as_previous
+    in_tie = np.zeros(len(order), dtype=bool)
+    in_tie[tied] = in_tie[tied + 1] = True
+    members = np.flatnonzero(in_tie)
+    run = np.concatenate([[0], np.cumsum(first[1:] != first[:-1])])[members]
+    rows = order[members]
+    key = _row_hash(words[rows])
+    within = np.lexsort((key, run))
+    rows, key, run = rows[within], key[within], run[within]
+    equal_key = (key[1:] == key[:-1]) & (run[1:] == run[:-1])
+    pairs = np.flatnonzero(equal_key)
+    if not np.all(words[rows[pairs]] == words[rows[pairs + 1]]):
+        # A hash collision (rare): order the tied rows by their bits as well.
+        within = np.lexsort(tuple(words[rows].T[::-1]) + (key, run))
+        rows = rows[within]
+    order[members] = rows
+    same_as_previous[tied] = np.all(
+        words[order[tied]] == words[order[tied + 1]], axis=1
+    )
     return order, same_as_previous
 
 
@@ -125,7 +155,7 @@ def distinct_rows(X, sample_weight=None):
         weights = sample_weight[positive]
     values = X[positive]
     words = _row_words(values)
-    order, same_as_previous = _canonical_order(words, _row_hash(words))
+    order, same_as_previous = _canonical_order(words, values[:, 0].astype(np.float64))
     first = np.concatenate([[True], ~same_as_previous])
     starts = np.flatnonzero(first)
     inverse = np.full(n_rows, -1, dtype=np.intp)

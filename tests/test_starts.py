@@ -41,10 +41,14 @@ def test_distinct_rows_order_does_not_depend_on_row_order():
 
 
 def test_distinct_rows_hash_collisions_are_ordered_by_value(monkeypatch):
-    # Every row hashes alike: the order then comes from the rows' bits alone.
-    monkeypatch.setattr(_starts, "_row_hash", lambda words: np.zeros(len(words)))
+    # Every row hashes alike and has the same first feature: the order then
+    # comes from the rows' bits alone.
+    monkeypatch.setattr(
+        _starts, "_row_hash", lambda words: np.zeros(len(words), dtype=np.uint64)
+    )
     rng = np.random.RandomState(0)
     X = rng.randn(20, 3)
+    X[:, 0] = 1.0
     X = np.vstack([X, X[:5]])
     first = distinct_rows(X)
     order = rng.permutation(len(X))
@@ -52,6 +56,13 @@ def test_distinct_rows_hash_collisions_are_ordered_by_value(monkeypatch):
     assert first.values.shape == (20, 3)
     np.testing.assert_array_equal(first.values, second.values)
     np.testing.assert_array_equal(first.inverse[order], second.inverse)
+
+
+def test_distinct_rows_of_float32_data_keep_the_float64_order():
+    X = np.random.RandomState(0).randn(200, 3)
+    order64 = distinct_rows(X).inverse
+    order32 = distinct_rows(X.astype(np.float32)).inverse
+    np.testing.assert_array_equal(order32, order64)
 
 
 @pytest.mark.parametrize("init_params", INIT_PARAMS)

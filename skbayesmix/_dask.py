@@ -29,7 +29,11 @@ from skbayesmix._standardisation import (
     no_moments,
     row_pieces,
 )
-from skbayesmix._starts import largest_sampling_keys, start_statistics
+from skbayesmix._starts import (
+    largest_sampling_keys,
+    merge_sampling_keys,
+    start_statistics,
+)
 from skbayesmix._state import sum_statistics
 
 try:
@@ -234,13 +238,6 @@ def _chunk_sampling_keys(X, sample_weight, size, seed, offset):
     )
 
 
-def _largest_keys(*parts, size):
-    keys = np.concatenate([k for k, _ in parts])
-    rows = np.concatenate([r for _, r in parts])
-    largest = np.argsort(keys)[::-1][:size]
-    return keys[largest], rows[largest]
-
-
 def _translate_worker_deaths(method):
     """A driver step whose KilledWorker becomes a clear RuntimeError."""
 
@@ -324,7 +321,9 @@ class DaskDriver(Driver):
             for (x, w), seed, offset in zip(self.blocks, seeds, offsets)
         ]
         (merged,) = dask.compute(
-            _tree_sum(parts, functools.partial(_largest_keys, size=_INIT_SAMPLE_ROWS))
+            _tree_sum(
+                parts, functools.partial(merge_sampling_keys, size=_INIT_SAMPLE_ROWS)
+            )
         )
         return np.sort(merged[1])
 

@@ -358,14 +358,14 @@ class OnlineDriver(_SVIDriver):
         super().__init__(dtype, X.shape[1])
         self.X, self.sample_weight = X, sample_weight
         self.settings, self.validate = settings, validate
-        self.total = None
+        self.total = self.n_positive = None
         self.shuffle = None
 
     def moments(self, scatter_rank):
         moments = streamed_moments(
             self.X, self.sample_weight, scatter_rank, self.dtype, self.validate
         )
-        self.total = moments.total_weight
+        self.total, self.n_positive = moments.total_weight, moments.n_positive
         return moments
 
     def _start_rows(self, random_state):
@@ -374,12 +374,13 @@ class OnlineDriver(_SVIDriver):
         The passes shuffle with a generator of their own, seeded here, so that
         every start consumes `random_state` alike however many rows there are.
         """
-        weights = _weights(self.sample_weight, slice(None), self.X.shape[0])
-        rows = sample_by_weight(weights, _INIT_ROWS, random_state)
+        rows = sample_by_weight(
+            self.sample_weight, self.X.shape[0], _INIT_ROWS, random_state
+        )
         self.shuffle = np.random.RandomState(
             random_state.randint(np.iinfo(np.int32).max)
         )
-        sampled = len(rows) < np.count_nonzero(weights)
+        sampled = len(rows) < self.n_positive
         X = read_rows(self.X, rows, self.dtype)
         # A sample by weight stands for the rows with unit weights.
         if sampled or self.sample_weight is None:

@@ -22,6 +22,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+# Rows per piece of the sampling keys: the keys of a piece take 8 MB.
+_SAMPLE_PIECE_ROWS = 2**20
+
 __all__ = [
     "DistinctRows",
     "covers_rows",
@@ -29,6 +32,7 @@ __all__ = [
     "distinct_rows",
     "initial_resp",
     "largest_sampling_keys",
+    "merge_sampling_keys",
     "sample_by_weight",
 ]
 
@@ -256,8 +260,9 @@ def largest_sampling_keys(weights, size, random_state, offset=0):
 
     Efraimidis and Spirakis (2006): the rows of the `size` largest keys are a
     sample without replacement, each draw with probability proportional to
-    weight. Keys of disjoint sets of rows can be merged by keeping the largest,
-    so a sample of chunked rows is drawn chunk by chunk.
+    weight. Keys of disjoint sets of rows can be merged by keeping the largest
+    (`merge_sampling_keys`), so a sample is drawn piece by piece, or chunk by
+    chunk on a cluster.
 
     Parameters
     ----------
@@ -265,7 +270,7 @@ def largest_sampling_keys(weights, size, random_state, offset=0):
     size : int
     random_state : RandomState
     offset : int, default=0
-        Added to the row indices (the chunk's first row).
+        Added to the row indices (the piece's first row).
 
     Returns
     -------
@@ -282,24 +287,55 @@ def largest_sampling_keys(weights, size, random_state, offset=0):
     return keys, positive + offset
 
 
-def sample_by_weight(weights, size, random_state):
-    """Sorted rows drawn without replacement by weight: all rows of positive
+def merge_sampling_keys(*parts, size):
+    """The `size` largest of several (keys, rows) from `largest_sampling_keys`."""
+    keys = np.concatenate([part[0] for part in parts])
+    rows = np.concatenate([part[1] for part in parts])
+    if keys.size > size:
+        largest = np.argpartition(keys, keys.size - size)[keys.size - size :]
+        keys, rows = keys[largest], rows[largest]
+    return keys, rows
+
+
+def sample_by_weight(sample_weight, n_rows, size, random_state):
+    """Sorted rows drawn without replacement by weight; all rows of positive
     weight when there are at most `size`, without consuming `random_state`.
+
+    The keys are drawn over pieces of rows, so memory stays O(size + piece)
+    however many rows there are (a memmap of 1e8 rows, say).
+
+    Parameters
+    ----------
+    sample_weight : ndarray of shape (n_rows,) or None
+    n_rows : int
+    size : int
+    random_state : RandomState
 
     Returns
     -------
     rows : ndarray of shape (min(size, n_positive),)
     """
-    n_positive = int(np.sum(weights > 0))
-    if n_positive <= size:
-        return np.flatnonzero(weights > 0)
+    if sample_weight is None:
+        if n_rows <= size:
+            return np.arange(n_rows)
+    elif np.count_nonzero(sample_weight) <= size:
+        return np.flatnonzero(sample_weight > 0)
     # The keys come from a generator seeded by `random_state`, not from its own
     # stream: data drawn with the same seed (rng.uniform(size=n) picking each
     # row's component, say) would otherwise share the keys' uniforms, and the
     # sample would take the rows of a few components.
     keys_state = np.random.RandomState(random_state.randint(np.iinfo(np.int32).max))
-    _, rows = largest_sampling_keys(weights, size, keys_state)
-    return np.sort(rows)
+    sample = (np.empty(0), np.empty(0, dtype=np.intp))
+    for start in range(0, n_rows, _SAMPLE_PIECE_ROWS):
+        stop = min(start + _SAMPLE_PIECE_ROWS, n_rows)
+        weights = (
+            np.ones(stop - start)
+            if sample_weight is None
+            else sample_weight[start:stop]
+        )
+        piece = largest_sampling_keys(weights, size, keys_state, offset=start)
+        sample = merge_sampling_keys(sample, piece, size=size)
+    return np.sort(sample[1])
 
 
 def start_statistics(

@@ -124,7 +124,7 @@ def test_sample_by_weight_draws_heavy_rows_more_often():
     weights[:20] = 20.0
     counts = np.zeros(200)
     for seed in range(50):
-        counts[sample_by_weight(weights, 20, np.random.RandomState(seed))] += 1
+        counts[sample_by_weight(weights, 200, 20, np.random.RandomState(seed))] += 1
     assert counts[:20].mean() > 5 * counts[20:].mean()
 
 
@@ -132,5 +132,18 @@ def test_sample_by_weight_takes_every_positive_row_without_randomness():
     weights = np.array([1.0, 0.0, 2.0, 3.0])
     random_state = np.random.RandomState(0)
     state = random_state.get_state()[1].copy()
-    np.testing.assert_array_equal(sample_by_weight(weights, 5, random_state), [0, 2, 3])
+    np.testing.assert_array_equal(
+        sample_by_weight(weights, 4, 5, random_state), [0, 2, 3]
+    )
     np.testing.assert_array_equal(random_state.get_state()[1], state)
+
+
+def test_sample_by_weight_over_pieces_is_a_sample_of_the_largest_keys(monkeypatch):
+    weights = np.random.RandomState(0).uniform(0, 2, size=1000)
+    whole = sample_by_weight(weights, 1000, 50, np.random.RandomState(3))
+    monkeypatch.setattr(_starts, "_SAMPLE_PIECE_ROWS", 64)
+    pieces = sample_by_weight(weights, 1000, 50, np.random.RandomState(3))
+    assert pieces.size == whole.size == 50
+    assert np.all(np.diff(pieces) > 0) and np.all(weights[pieces] > 0)
+    unweighted = sample_by_weight(None, 1000, 50, np.random.RandomState(3))
+    assert unweighted.size == 50 and unweighted.max() < 1000

@@ -37,10 +37,9 @@ class InMemoryDriver(Driver):
         resp = initial_resp(
             init_params,
             n_components,
-            self.X,
+            self.X_standardised,
             self.sample_weight,
             random_state,
-            model.standardisation,
         )
         return LoopState(None, resp, -np.inf, None, 0)
 

@@ -6,9 +6,9 @@
 # the client. Only q(theta) travels out and K (D^2 + D + 1) statistics travel
 # back, so the fit is the in-memory fit's full-batch CAVI, chunk by chunk.
 #
-# The validated X stays persisted on the workers, in data units; each task
-# standardises its chunk as it uses it. The client only ever holds the moments
-# of the data, the rows of the start (a sample, for large X) and the model.
+# The standardised X stays persisted on the workers; the client only ever holds
+# the moments of the data, the rows of the start (a sample, for large X) and
+# the model.
 #
 # Imported only when `fit` or a predict method meets a dask array, so that
 # `import skbayesmix` never imports dask.
@@ -179,19 +179,15 @@ def _tree_sum(parts, add):
 # --------------------------------------------------------------------------------
 
 
-def _chunk_statistics(X, sample_weight, posterior, standardisation, model):
-    """Statistics of one chunk, on the worker that holds it (imports TF there).
-
-    The chunk is standardised here, as it is used: the workers keep X in data
-    units, whose bits the start's canonical order is taken on (see _starts).
-    """
+def _chunk_statistics(X, sample_weight, posterior, model):
+    """Statistics of one chunk, on the worker that holds it (imports TF there)."""
     if X.shape[0] == 0:
         return None
     from skbayesmix._tfp_backend import chunk_statistics
 
     covariance_type, weight_type, reg_covar = model
     return chunk_statistics(
-        standardisation.transform(X),
+        X,
         posterior,
         reg_covar,
         covariance_type=covariance_type,
@@ -218,14 +214,12 @@ def _summed_statistics(blocks, posterior, model):
     -------
     statistics : Statistics of float64 ndarray
     """
-    # One key each for q(theta) and the map, shared by every chunk's task, so
-    # they travel once per worker rather than once per chunk.
+    # One key for q(theta), shared by every chunk's task, so it travels once
+    # per worker rather than once per chunk.
     posterior = dask.delayed(posterior, traverse=False)
-    standardisation = dask.delayed(model.standardisation, traverse=False)
     settings = (model.covariance_type, model.weight_type, model.reg_covar)
     parts = [
-        dask.delayed(_chunk_statistics)(x, w, posterior, standardisation, settings)
-        for x, w in blocks
+        dask.delayed(_chunk_statistics)(x, w, posterior, settings) for x, w in blocks
     ]
     (statistics,) = dask.compute(_tree_sum(parts, _add_statistics))
     return statistics
@@ -307,7 +301,13 @@ class DaskDriver(Driver):
         self.n_positive, self.total = moments.n_positive, moments.total_weight
         return moments
 
+    @_translate_worker_deaths
     def prepare(self, model):
+        # The backend fits standardised data; only that copy stays on the workers.
+        dtype = self.dtype
+        self.X = self.X.map_blocks(
+            model.standardisation.transform, dtype=dtype, meta=np.empty((0, 0), dtype)
+        ).persist()
         self.blocks = _blocks(self.X, self.sample_weight)
 
     def _start_rows(self, random_state):

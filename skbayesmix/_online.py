@@ -295,13 +295,13 @@ def _shuffled_minibatches(X, sample_weight, standardisation, settings, rng, dtyp
 class _SVIDriver(Driver):
     """The starts of the SVI drivers: statistics of start rows, scaled to the total.
 
-    A subclass supplies `_start_rows(random_state)`, which returns the rows (in
-    data units), their weights, whether they are a sample, and the total weight
-    they stand for.
+    A subclass supplies `_start_rows(model, random_state)`, which returns the rows
+    (standardised), their weights, whether they are a sample, and the total
+    weight they stand for.
     """
 
     def _start(self, model, random_state, lower_bound, **start):
-        X, weights, sampled, total = self._start_rows(random_state)
+        X, weights, sampled, total = self._start_rows(model, random_state)
         statistics = start_statistics(
             model,
             X,
@@ -368,7 +368,7 @@ class OnlineDriver(_SVIDriver):
         self.total, self.n_positive = moments.total_weight, moments.n_positive
         return moments
 
-    def _start_rows(self, random_state):
+    def _start_rows(self, model, random_state):
         """The start rows, their weights, whether they are a sample, the total.
 
         The passes shuffle with a generator of their own, seeded here, so that
@@ -381,11 +381,11 @@ class OnlineDriver(_SVIDriver):
             random_state.randint(np.iinfo(np.int32).max)
         )
         sampled = len(rows) < self.n_positive
-        X = read_rows(self.X, rows, self.dtype)
+        Xs = model.standardisation.transform(read_rows(self.X, rows, self.dtype))
         # A sample by weight stands for the rows with unit weights.
         if sampled or self.sample_weight is None:
-            return X, None, sampled, self.total
-        return X, self.sample_weight[rows], sampled, self.total
+            return Xs, None, sampled, self.total
+        return Xs, self.sample_weight[rows], sampled, self.total
 
     def run(self, model, state, max_iter, tol):
         lower_bounds, converged = [], False
@@ -450,9 +450,10 @@ class StreamDriver(_SVIDriver):
             row_pieces(self.X, self.sample_weight), self.n_features, scatter_rank
         )
 
-    def _start_rows(self, random_state):
+    def _start_rows(self, model, random_state):
         # The chunk is a sample of the stream that total_samples stands for.
-        return self.X, self.sample_weight, True, self.total_samples
+        Xs = model.standardisation.transform(self.X)
+        return Xs, self.sample_weight, True, self.total_samples
 
     def resume(self, model, statistics, n_batch_iter, lower_bound):
         return _svi_state(model, statistics, n_batch_iter, lower_bound)

@@ -172,33 +172,24 @@ def distinct_rows(X, sample_weight=None):
 
 
 def initial_resp(
-    init_params,
-    n_components,
-    X,
-    sample_weight,
-    random_state,
-    standardisation,
-    kmeans_n_init=1,
+    init_params, n_components, X, sample_weight, random_state, kmeans_n_init=1
 ):
     """Initial responsibilities of the rows of X, by scikit-learn's four methods.
 
-    Each method runs on the distinct rows of X (see the module), standardised,
-    so the result does not depend on the order of the rows, and integer weights
-    give the same responsibilities as repeated rows. With fewer distinct rows
-    than components, the surplus components start with no rows.
+    Each method runs on the distinct rows of X (see the module), so the result
+    does not depend on the order of the rows, and integer weights give the same
+    responsibilities as repeated rows. With fewer distinct rows than components,
+    the surplus components start with no rows.
 
     Parameters
     ----------
     init_params : {'kmeans', 'k-means++', 'random', 'random_from_data'}
     n_components : int
     X : ndarray of shape (n_rows, n_features)
-        In data units: the canonical order is taken on the data's own bits,
-        which every driver reads alike, not on a standardisation whose last bit
-        depends on how the driver reduced the moments.
+        Standardised. The canonical order is by value first, so two drivers
+        whose standardisations differ in the last bit start alike.
     sample_weight : ndarray of shape (n_rows,) or None
     random_state : RandomState
-    standardisation : Standardisation
-        The map into the units that the methods run in.
     kmeans_n_init : int, default=1
         k-means runs, keeping the one of least inertia ('kmeans' only).
 
@@ -211,7 +202,7 @@ def initial_resp(
     from sklearn.cluster import KMeans, kmeans_plusplus
 
     distinct = distinct_rows(X, sample_weight)
-    values = standardisation.transform(distinct.values)
+    values = distinct.values
     n_distinct = values.shape[0]
     n_found = min(n_components, n_distinct)
     resp_distinct = np.zeros((n_distinct, n_components))
@@ -360,7 +351,7 @@ def start_statistics(
     ----------
     model : ModelPrior
     X : ndarray of shape (n_rows, n_features)
-        In data units.
+        Standardised.
     sample_weight : ndarray of shape (n_rows,) or None
     random_state : RandomState
     sampled : bool
@@ -379,7 +370,6 @@ def start_statistics(
     from skbayesmix._state import scale_statistics
     from skbayesmix._tfp_backend import chunk_statistics, initial_statistics
 
-    X_standardised = model.standardisation.transform(X)
     weights = np.ones(X.shape[0]) if sample_weight is None else sample_weight
     keywords = dict(
         covariance_type=model.covariance_type,
@@ -388,19 +378,11 @@ def start_statistics(
     )
     if posterior is None:
         resp = initial_resp(
-            init_params,
-            n_components,
-            X,
-            sample_weight,
-            random_state,
-            model.standardisation,
-            kmeans_n_init,
+            init_params, n_components, X, sample_weight, random_state, kmeans_n_init
         )
-        statistics = initial_statistics(X_standardised, resp, **keywords)
+        statistics = initial_statistics(X, resp, **keywords)
     else:
-        statistics = chunk_statistics(
-            X_standardised, posterior, model.reg_covar, **keywords
-        )
+        statistics = chunk_statistics(X, posterior, model.reg_covar, **keywords)
     if sampled and (posterior is not None or covers_rows(init_params)):
         statistics = scale_statistics(statistics, total_weight / np.sum(weights))
     return statistics

@@ -5,7 +5,6 @@ import pytest
 from conftest import sample_weight_check_data
 
 from skbayesmix import _starts
-from skbayesmix._standardisation import Standardisation
 from skbayesmix._starts import (
     distinct_rows,
     initial_resp,
@@ -70,18 +69,10 @@ def test_initial_resp_weights_equal_repeated_rows_in_any_order(init_params):
     X_weighted, weights, X_repeated, X = sample_weight_check_data(
         np.random.RandomState(42)
     )
-    standardisation = Standardisation.from_data(X_repeated)
     weighted = initial_resp(
-        init_params,
-        3,
-        X_weighted,
-        weights,
-        np.random.RandomState(0),
-        standardisation,
+        init_params, 3, X_weighted, weights, np.random.RandomState(0)
     )
-    repeated = initial_resp(
-        init_params, 3, X_repeated, None, np.random.RandomState(0), standardisation
-    )
+    repeated = initial_resp(init_params, 3, X_repeated, None, np.random.RandomState(0))
     # The responsibilities of a row are a function of its value.
     for row in range(len(X)):
         at_weighted = np.flatnonzero((X_weighted == X[row]).all(axis=1))
@@ -100,11 +91,8 @@ def test_initial_resp_weights_equal_repeated_rows_in_any_order(init_params):
 
 def test_initial_resp_with_fewer_distinct_rows_than_components():
     X = np.repeat([[0.0, 1.0], [2.0, 3.0]], 5, axis=0)
-    standardisation = Standardisation.from_data(X)
     for init_params in INIT_PARAMS:
-        resp = initial_resp(
-            init_params, 3, X, None, np.random.RandomState(0), standardisation
-        )
+        resp = initial_resp(init_params, 3, X, None, np.random.RandomState(0))
         assert resp.shape == (10, 3)
         assert np.all(resp >= 0)
         if init_params in ("kmeans", "random"):

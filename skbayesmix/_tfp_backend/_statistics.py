@@ -22,9 +22,9 @@
 # that pays (on a held design's float32 copy, and on a Wishart's wide design;
 # see `_block_log_rho`), except where the float32 expansion d(x) . c_k could
 # lose more than _MAX_MAHALANOBIS_ERROR: an ill-conditioned E[Lambda] makes the
-# terms of d . c large while their sum is small. The bound is checked per block,
-# so a few far outliers or one near-singular component send only the blocks
-# that need it to float64.
+# terms of d . c large while their sum is small. The bound is checked per row,
+# so far outliers send only their own rows to float64, and one near-singular
+# component every row.
 
 from typing import Any, NamedTuple
 
@@ -164,9 +164,10 @@ class HeldDesign(NamedTuple):
         Casting the design per block and iteration took as long as the float32
         GEMM saved; held, the GEMM of 1e6 x 16 'diag' takes 25 instead of 62 ms
         per iteration, for half as much memory again.
-    squared_norms : float64 Tensor of shape (n_blocks,), or None for float64 X
-        max ||x_a||^2 = max ||x||^2 + 1 over each block's rows: the float32
-        error bound's factor, which would otherwise cost a pass over the block.
+    squared_norms : float64 Tensor of shape (n_blocks, BLOCK_SIZE), or None for \
+float64 X
+        ||x_a||^2 = ||x||^2 + 1 of each row: the float32 error bound's factor,
+        which would otherwise cost a pass over the block.
     """
 
     design: Any
@@ -191,9 +192,8 @@ def held_design(X, structure, layout):
     design = tf.transpose(slabs, [1, 0, 2])
     if X.dtype == tf.float64:
         return HeldDesign(design, design, None)
-    squared_norms = 1.0 + tf.reduce_max(
-        tf.reshape(tf.reduce_sum(tf.square(padded), axis=1), [n_blocks, BLOCK_SIZE]),
-        axis=1,
+    squared_norms = 1.0 + tf.reshape(
+        tf.reduce_sum(tf.square(padded), axis=1), [n_blocks, BLOCK_SIZE]
     )
     return HeldDesign(design, tf.cast(design, X.dtype), squared_norms)
 
@@ -452,7 +452,8 @@ def _block_log_rho(X, held, coefficients, offset, structure):
     log_rho : callable
         log_rho(start, size, design_t) gives the float64 [k, b] log rho of rows
         start:start + size, whose float64 design is design_t: one GEMM in X's
-        dtype or in float64, chosen per block (see the module's comment).
+        dtype, with the rows whose rounding bound fails redone in float64 (see
+        the module's comment).
     """
     n_features = tf.shape(X)[1]
     # The GEMM yields log rho directly, the offset carried by the constant
@@ -494,33 +495,57 @@ def _block_log_rho(X, held, coefficients, offset, structure):
 
     def log_rho(start, size, design_t):
         if held is not None:
-            design_norm = held.squared_norms[start // BLOCK_SIZE]
-
-            def low_design():
-                return held.low[start // BLOCK_SIZE][:, :size]
-
+            design_norms = held.squared_norms[start // BLOCK_SIZE][:size]
+            low_design = held.low[start // BLOCK_SIZE][:, :size]
         else:
             block = tf.cast(tf.slice(X, [start, 0], [size, -1]), tf.float64)
-            design_norm = 1.0 + tf.reduce_max(tf.reduce_sum(tf.square(block), 1))
-
-            def low_design():
-                return tf.cast(design_t, compute_dtype)
-
+            design_norms = 1.0 + tf.reduce_sum(tf.square(block), 1)  # [b]
+            low_design = tf.cast(design_t, compute_dtype)
         # Only the GEMM runs in the compute dtype. TF's vectorised float32 exp
         # rounds a block's ragged tail differently, so a float32 softmax made a
         # row's r depend, by an ulp, on where its block ended. The offset is
         # added in float64: in float32, folded into the constant term, it
         # measurably moved the ELBO.
+        low = offset[:, None] + tf.cast(
+            tf.linalg.matmul(low_coefficients, low_design), tf.float64
+        )  # [k, b]
+        # The bound is checked per row: at D = 32 nearly every block of 4096
+        # rows held one whose bound failed, which sent whole blocks to float64
+        # and made float32 fits slower than float64 ones.
+        exposed = error_per_design_norm * design_norms >= _MAX_MAHALANOBIS_ERROR
         return tf.cond(
-            error_per_design_norm * design_norm < _MAX_MAHALANOBIS_ERROR,
-            lambda: (
-                offset[:, None]
-                + tf.cast(tf.linalg.matmul(low_coefficients, low_design()), tf.float64)
-            ),
-            lambda: in_float64(design_t),
+            tf.reduce_any(exposed),
+            lambda: _in_float64_where(exposed, low, design_t, in_float64),
+            lambda: low,
         )
 
     return log_rho
+
+
+def _in_float64_where(exposed, low_log_rho, design_t, in_float64):
+    """log rho with the columns of the `exposed` rows redone by `in_float64`.
+
+    Parameters
+    ----------
+    exposed : bool Tensor of shape (n_block,)
+    low_log_rho : float64 Tensor of shape (n_components, n_block)
+        log rho from the float32 GEMM.
+    design_t : float64 Tensor of shape (n_design, n_block)
+    in_float64 : callable
+        The float64 GEMM of a (n_design, n_rows) design, giving (n_components,
+        n_rows).
+
+    Returns
+    -------
+    log_rho : float64 Tensor of shape (n_components, n_block)
+    """
+    rows = tf.where(exposed)  # [r, 1]
+    exact = in_float64(tf.gather(design_t, rows[:, 0], axis=1))  # [k, r]
+    return tf.transpose(
+        tf.tensor_scatter_nd_update(
+            tf.transpose(low_log_rho), rows, tf.transpose(exact)
+        )
+    )
 
 
 def responsibility_statistics(X, sample_weight, resp, structure):

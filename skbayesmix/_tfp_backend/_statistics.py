@@ -525,8 +525,9 @@ def _block_log_rho(X, held, coefficients, offset, structure):
             design_norms = held.squared_norms[block][:size]
             low_design = held.low[block][:, :size]
         else:
-            block = tf.cast(tf.slice(X, [start, 0], [size, -1]), tf.float64)
-            design_norms = 1.0 + tf.reduce_sum(tf.square(block), 1)  # [b]
+            # Built per block, the design is a Wishart's, whose first n rows
+            # (window 0) are the squares x_a[i]^2: two ops, not a pass over X.
+            design_norms = tf.reduce_sum(design_t[: n_features + 1], axis=0)  # [b]
             low_design = tf.cast(design_t, compute_dtype)
         # Only the GEMM runs in the compute dtype. TF's vectorised float32 exp
         # rounds a block's ragged tail differently, so a float32 softmax made a

@@ -541,7 +541,7 @@ def _block_log_rho(X, posterior, covariance_type):
     log_rho = _statistics._block_log_rho(
         tf.constant(X), None, coefficients, offset, structure
     )
-    return log_rho(0, 0, X.shape[0], design).numpy()
+    return log_rho(0, X.shape[0], design).numpy()
 
 
 @pytest.mark.parametrize("covariance_type", ["full", "tied"])

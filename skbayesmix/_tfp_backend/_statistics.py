@@ -226,8 +226,8 @@ def _block_design(X, held, block, start, size, structure, layout):
     """The float64 design of rows start:start + size (block `block`), held or built."""
     if held is not None:
         return held.design[block][:, :size]
-    block = tf.cast(tf.slice(X, [start, 0], [size, -1]), tf.float64)
-    return transposed_design(block, structure, layout)
+    rows = tf.cast(tf.slice(X, [start, 0], [size, -1]), tf.float64)
+    return transposed_design(rows, structure, layout)
 
 
 def mahalanobis_coefficients(means, moments, structure, layout):
@@ -448,9 +448,7 @@ def expected_statistics(
         design_sum = _block_design(X, held, block, start, size, structure, layout)
 
         def e_step():
-            return _weighted_responsibilities(
-                log_rho(block, start, size, design_sum), weight
-            )
+            return _weighted_responsibilities(log_rho(block, size, design_sum), weight)
 
         if resp_init is None:
             weighted_resp, entropy = e_step()
@@ -477,10 +475,10 @@ def _block_log_rho(X, held, coefficients, offset, structure):
     Returns
     -------
     log_rho : callable
-        log_rho(block, start, size, design_t) gives the float64 [k, b] log rho
-        of rows start:start + size, whose float64 design is design_t: one GEMM in X's
-        dtype, with the rows whose rounding bound fails redone in float64 (see
-        the module's comment).
+        log_rho(block, size, design_t) gives the float64 [k, b] log rho of the
+        `size` rows of block number `block`, whose float64 design is design_t:
+        one GEMM in X's dtype, with the rows whose rounding bound fails redone
+        in float64 (see the module's comment).
     """
     n_features = tf.shape(X)[1]
     # The GEMM yields log rho directly, the offset carried by the constant
@@ -508,7 +506,7 @@ def _block_log_rho(X, held, coefficients, offset, structure):
     # 21 warm iterations on 1e6 x 16 float32 'diag' took 4.55-4.60 s that way,
     # 4.25-4.40 s in float64.
     if compute_dtype == tf.float64 or (held is None and structure.family != "wishart"):
-        return lambda block, start, size, design_t: in_float64(design_t)
+        return lambda block, size, design_t: in_float64(design_t)
 
     low_coefficients = tf.cast(half_coefficients, compute_dtype)
     n_design = tf.cast(tf.shape(coefficients)[1], tf.float64)
@@ -520,7 +518,7 @@ def _block_log_rho(X, held, coefficients, offset, structure):
         * tf.reduce_max(tf.norm(coefficients, axis=1))
     )
 
-    def log_rho(block, start, size, design_t):
+    def log_rho(block, size, design_t):
         if held is not None:
             design_norms = held.squared_norms[block][:size]
             low_design = held.low[block][:, :size]

@@ -15,6 +15,7 @@ from skbayesmix._state import (  # noqa: E402
     COVARIANCE_STRUCTURES as STRUCTURES,
 )
 from skbayesmix._state import (  # noqa: E402
+    Posterior,
     Prior,
     blend_statistics,
     sum_statistics,
@@ -522,6 +523,45 @@ def test_float32_statistics_use_float64_where_rounding_would_show(monkeypatch):
     monkeypatch.setattr(_loop, "_COMPILED", {})
     forced = statistics(np.float32)
     assert abs(forced.resp_entropy - want.resp_entropy) > 10.0
+
+
+def _block_log_rho(X, posterior, covariance_type):
+    """log rho of all rows of X as one block, by `_statistics._block_log_rho`."""
+    structure = STRUCTURES[covariance_type]
+    posterior = Posterior(*(tf.constant(p, tf.float64) for p in posterior))
+    moments = _maths.posterior_moments(posterior, structure)
+    offset = _maths.log_rho_offset(posterior, moments, 1e-6, "dirichlet_process")
+    layout = _statistics.design_layout(X.shape[1], structure)
+    coefficients = _statistics.mahalanobis_coefficients(
+        posterior.means, moments, structure, layout
+    )
+    design = _statistics.transposed_design(
+        tf.constant(X, tf.float64), structure, layout
+    )
+    log_rho = _statistics._block_log_rho(
+        tf.constant(X), None, coefficients, offset, structure
+    )
+    return log_rho(0, X.shape[0], design).numpy()
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+def test_float32_log_rho_redoes_in_float64_only_rows_whose_bound_fails(
+    monkeypatch, covariance_type
+):
+    # One far outlier in a block: its row goes to float64, the others keep the
+    # float32 GEMM, so one outlier no longer costs its whole block.
+    rng = np.random.RandomState(0)
+    X = blobs(rng, n_per_blob=20, n_features=3)
+    _, posterior = _fitted_posterior(X, covariance_type)
+    X[5] = 1e3
+    exact = _block_log_rho(X, posterior, covariance_type)
+    mixed = _block_log_rho(X.astype(np.float32), posterior, covariance_type)
+    monkeypatch.setattr(_statistics, "_MAX_MAHALANOBIS_ERROR", np.inf)
+    low = _block_log_rho(X.astype(np.float32), posterior, covariance_type)
+    others = np.arange(len(X)) != 5
+    np.testing.assert_array_equal(mixed[:, others], low[:, others])
+    np.testing.assert_allclose(mixed[:, 5], exact[:, 5], rtol=1e-14)
+    assert np.max(np.abs(low[:, 5] - exact[:, 5])) > 1e-3
 
 
 def test_closed_form_kls_match_tfp():

@@ -22,9 +22,9 @@
 # that pays (on a held design's float32 copy, and on a Wishart's wide design;
 # see `_block_log_rho`), except where the float32 expansion d(x) . c_k could
 # lose more than _MAX_MAHALANOBIS_ERROR: an ill-conditioned E[Lambda] makes the
-# terms of d . c large while their sum is small. The bound is checked per block,
-# so a few far outliers or one near-singular component send only the blocks
-# that need it to float64.
+# terms of d . c large while their sum is small. The bound is checked per row,
+# so far outliers send only their own rows to float64, and one near-singular
+# component every row.
 
 from typing import Any, NamedTuple
 
@@ -34,9 +34,15 @@ import tensorflow as tf
 from skbayesmix._state import Statistics
 from skbayesmix._tfp_backend._maths import precision_times
 
-# Rows per block: the [block, n_components] temporaries stay in cache, and the
-# two GEMMs per block are still large enough to run at full speed.
+# Most rows per block: the [block, n_components] temporaries stay in cache, and
+# the two GEMMs per block are still large enough to run at full speed.
 BLOCK_SIZE = 4096
+
+# Largest float64 design of one block, in elements (1 MB, half a core's L2
+# cache, leaving room for its float32 copy and the [k, b] temporaries), unless
+# that leaves fewer than _MIN_BLOCK_ROWS rows (see `block_rows`).
+_BLOCK_DESIGN_ELEMENTS = 2**17
+_MIN_BLOCK_ROWS = 128
 
 # Largest tolerated rounding error of a float32 Mahalanobis term, in nats * 2.
 _MAX_MAHALANOBIS_ERROR = 0.05
@@ -141,6 +147,24 @@ def transposed_design(X, structure, layout):
     return tf.concat([second_order, xt, ones], axis=0)
 
 
+def block_rows(n_features, structure):
+    """Rows per block: BLOCK_SIZE, or fewer, a multiple of 64, for a wide design.
+
+    A Wishart's design at D = 32 is 561 features, 18 MB per block of 4096 rows:
+    building it, casting it and the two GEMMs each streamed it from memory. In
+    blocks of 192 rows, whose design fits in L2, an iteration of 1e5 x 32 'full'
+    took 0.20-0.23 s instead of 0.28-0.30 s in float64 and 0.19-0.21 s instead
+    of 0.22-0.24 s in float32 (warm fits, interleaved). At D = 16 (832 rows)
+    the change was within the noise; 'diag' at D = 16 gets 3968 rows.
+
+    Returns
+    -------
+    rows : scalar int32 Tensor
+    """
+    fitting = _BLOCK_DESIGN_ELEMENTS // _n_design(n_features, structure) // 64 * 64
+    return tf.minimum(BLOCK_SIZE, tf.maximum(_MIN_BLOCK_ROWS, fitting))
+
+
 def holds_design(n_samples, n_features, structure):
     """Whether a full-batch fit of this size holds its design (`held_design`).
 
@@ -154,19 +178,21 @@ def holds_design(n_samples, n_features, structure):
 class HeldDesign(NamedTuple):
     """The design of all rows of X, built once and held across iterations.
 
-    Stored as one (n_design, BLOCK_SIZE) slab per block of rows, so that each
-    block reads a contiguous slab, the layout the per-block GEMMs want.
+    Stored as one (n_design, block_rows) slab per block of rows (`block_rows`),
+    so that each block reads a contiguous slab, the layout the per-block GEMMs
+    want.
 
-    design : float64 Tensor of shape (n_blocks, n_design, BLOCK_SIZE)
+    design : float64 Tensor of shape (n_blocks, n_design, block_rows)
         `transposed_design` of every row, zero-padded to whole blocks.
     low : Tensor of X's dtype, of the same shape
         The operand of a float32 E-step GEMM; `design` itself for float64 X.
         Casting the design per block and iteration took as long as the float32
         GEMM saved; held, the GEMM of 1e6 x 16 'diag' takes 25 instead of 62 ms
         per iteration, for half as much memory again.
-    squared_norms : float64 Tensor of shape (n_blocks,), or None for float64 X
-        max ||x_a||^2 = max ||x||^2 + 1 over each block's rows: the float32
-        error bound's factor, which would otherwise cost a pass over the block.
+    squared_norms : float64 Tensor of shape (n_blocks, block_rows), or None for \
+float64 X
+        ||x_a||^2 = ||x||^2 + 1 of each row: the float32 error bound's factor,
+        which would otherwise cost a pass over the block.
     """
 
     design: Any
@@ -182,28 +208,26 @@ def held_design(X, structure, layout):
     held : HeldDesign
     """
     n_samples = tf.shape(X)[0]
-    n_blocks = (n_samples + BLOCK_SIZE - 1) // BLOCK_SIZE
-    padded = tf.pad(
-        tf.cast(X, tf.float64), [[0, n_blocks * BLOCK_SIZE - n_samples], [0, 0]]
-    )
+    rows = block_rows(tf.shape(X)[1], structure)
+    n_blocks = (n_samples + rows - 1) // rows
+    padded = tf.pad(tf.cast(X, tf.float64), [[0, n_blocks * rows - n_samples], [0, 0]])
     design_t = transposed_design(padded, structure, layout)  # [m, n_blocks * B]
-    slabs = tf.reshape(design_t, [tf.shape(design_t)[0], n_blocks, BLOCK_SIZE])
+    slabs = tf.reshape(design_t, [tf.shape(design_t)[0], n_blocks, rows])
     design = tf.transpose(slabs, [1, 0, 2])
     if X.dtype == tf.float64:
         return HeldDesign(design, design, None)
-    squared_norms = 1.0 + tf.reduce_max(
-        tf.reshape(tf.reduce_sum(tf.square(padded), axis=1), [n_blocks, BLOCK_SIZE]),
-        axis=1,
+    squared_norms = 1.0 + tf.reshape(
+        tf.reduce_sum(tf.square(padded), axis=1), [n_blocks, rows]
     )
     return HeldDesign(design, tf.cast(design, X.dtype), squared_norms)
 
 
-def _block_design(X, held, start, size, structure, layout):
-    """The float64 design of rows start:start + size, held or built now."""
+def _block_design(X, held, block, start, size, structure, layout):
+    """The float64 design of rows start:start + size (block `block`), held or built."""
     if held is not None:
-        return held.design[start // BLOCK_SIZE][:, :size]
-    block = tf.cast(tf.slice(X, [start, 0], [size, -1]), tf.float64)
-    return transposed_design(block, structure, layout)
+        return held.design[block][:, :size]
+    rows = tf.cast(tf.slice(X, [start, 0], [size, -1]), tf.float64)
+    return transposed_design(rows, structure, layout)
 
 
 def mahalanobis_coefficients(means, moments, structure, layout):
@@ -279,18 +303,18 @@ def unpack_statistics(design_sums, resp_entropy, n_features, structure, layout):
     return Statistics(counts, first_moment, second_moment, resp_entropy)
 
 
-def _sum_over_blocks(n_samples, statistics_of_block, initial):
-    """sum_b statistics_of_block(start_b, size_b) over blocks of BLOCK_SIZE rows.
+def _sum_over_blocks(n_samples, rows, statistics_of_block, initial):
+    """sum_b statistics_of_block(b, start_b, size_b) over blocks of `rows` rows.
 
     The block count depends on n_samples, known only at run time; the last block
     is ragged.
     """
-    n_blocks = (n_samples + BLOCK_SIZE - 1) // BLOCK_SIZE
+    n_blocks = (n_samples + rows - 1) // rows
 
     def add_block(block, totals):
-        start = block * BLOCK_SIZE
-        size = tf.minimum(BLOCK_SIZE, n_samples - start)
-        stats = statistics_of_block(start, size)
+        start = block * rows
+        size = tf.minimum(rows, n_samples - start)
+        stats = statistics_of_block(block, start, size)
         return block + 1, tf.nest.map_structure(tf.add, totals, stats)
 
     _, totals = tf.while_loop(
@@ -419,12 +443,12 @@ def expected_statistics(
     )  # [k, m]
     log_rho = _block_log_rho(X, held, coefficients, offset, structure)
 
-    def statistics_of_block(start, size):
+    def statistics_of_block(block, start, size):
         weight = tf.slice(sample_weight, [start], [size])
-        design_sum = _block_design(X, held, start, size, structure, layout)
+        design_sum = _block_design(X, held, block, start, size, structure, layout)
 
         def e_step():
-            return _weighted_responsibilities(log_rho(start, size, design_sum), weight)
+            return _weighted_responsibilities(log_rho(block, size, design_sum), weight)
 
         if resp_init is None:
             weighted_resp, entropy = e_step()
@@ -438,6 +462,7 @@ def expected_statistics(
 
     totals = _sum_over_blocks(
         n_samples,
+        block_rows(n_features, structure),
         statistics_of_block,
         _zero_totals(tf.shape(coefficients)[0], tf.shape(coefficients)[1]),
     )
@@ -450,9 +475,10 @@ def _block_log_rho(X, held, coefficients, offset, structure):
     Returns
     -------
     log_rho : callable
-        log_rho(start, size, design_t) gives the float64 [k, b] log rho of rows
-        start:start + size, whose float64 design is design_t: one GEMM in X's
-        dtype or in float64, chosen per block (see the module's comment).
+        log_rho(block, size, design_t) gives the float64 [k, b] log rho of the
+        `size` rows of block number `block`, whose float64 design is design_t:
+        one GEMM in X's dtype, with the rows whose rounding bound fails redone
+        in float64 (see the module's comment).
     """
     n_features = tf.shape(X)[1]
     # The GEMM yields log rho directly, the offset carried by the constant
@@ -480,7 +506,7 @@ def _block_log_rho(X, held, coefficients, offset, structure):
     # 21 warm iterations on 1e6 x 16 float32 'diag' took 4.55-4.60 s that way,
     # 4.25-4.40 s in float64.
     if compute_dtype == tf.float64 or (held is None and structure.family != "wishart"):
-        return lambda start, size, design_t: in_float64(design_t)
+        return lambda block, size, design_t: in_float64(design_t)
 
     low_coefficients = tf.cast(half_coefficients, compute_dtype)
     n_design = tf.cast(tf.shape(coefficients)[1], tf.float64)
@@ -492,35 +518,60 @@ def _block_log_rho(X, held, coefficients, offset, structure):
         * tf.reduce_max(tf.norm(coefficients, axis=1))
     )
 
-    def log_rho(start, size, design_t):
+    def log_rho(block, size, design_t):
         if held is not None:
-            design_norm = held.squared_norms[start // BLOCK_SIZE]
-
-            def low_design():
-                return held.low[start // BLOCK_SIZE][:, :size]
-
+            design_norms = held.squared_norms[block][:size]
+            low_design = held.low[block][:, :size]
         else:
-            block = tf.cast(tf.slice(X, [start, 0], [size, -1]), tf.float64)
-            design_norm = 1.0 + tf.reduce_max(tf.reduce_sum(tf.square(block), 1))
-
-            def low_design():
-                return tf.cast(design_t, compute_dtype)
-
+            # Built per block, the design is a Wishart's, whose first n rows
+            # (window 0) are the squares x_a[i]^2: two ops, not a pass over X.
+            design_norms = tf.reduce_sum(design_t[: n_features + 1], axis=0)  # [b]
+            low_design = tf.cast(design_t, compute_dtype)
         # Only the GEMM runs in the compute dtype. TF's vectorised float32 exp
         # rounds a block's ragged tail differently, so a float32 softmax made a
         # row's r depend, by an ulp, on where its block ended. The offset is
         # added in float64: in float32, folded into the constant term, it
         # measurably moved the ELBO.
+        low = offset[:, None] + tf.cast(
+            tf.linalg.matmul(low_coefficients, low_design), tf.float64
+        )  # [k, b]
+        # The bound is checked per row: at D = 32 nearly every block of 4096
+        # rows held one whose bound failed, which sent whole blocks to float64
+        # and made float32 fits slower than float64 ones.
+        exposed = error_per_design_norm * design_norms >= _MAX_MAHALANOBIS_ERROR
         return tf.cond(
-            error_per_design_norm * design_norm < _MAX_MAHALANOBIS_ERROR,
-            lambda: (
-                offset[:, None]
-                + tf.cast(tf.linalg.matmul(low_coefficients, low_design()), tf.float64)
-            ),
-            lambda: in_float64(design_t),
+            tf.reduce_any(exposed),
+            lambda: _in_float64_where(exposed, low, design_t, in_float64),
+            lambda: low,
         )
 
     return log_rho
+
+
+def _in_float64_where(exposed, low_log_rho, design_t, in_float64):
+    """log rho with the columns of the `exposed` rows redone by `in_float64`.
+
+    Parameters
+    ----------
+    exposed : bool Tensor of shape (n_block,)
+    low_log_rho : float64 Tensor of shape (n_components, n_block)
+        log rho from the float32 GEMM.
+    design_t : float64 Tensor of shape (n_design, n_block)
+    in_float64 : callable
+        The float64 GEMM of a (n_design, n_rows) design, giving (n_components,
+        n_rows).
+
+    Returns
+    -------
+    log_rho : float64 Tensor of shape (n_components, n_block)
+    """
+    rows = tf.where(exposed)  # [r, 1]
+    exact = in_float64(tf.gather(design_t, rows[:, 0], axis=1))  # [k, r]
+    return tf.transpose(
+        tf.tensor_scatter_nd_update(
+            tf.transpose(low_log_rho), rows, tf.transpose(exact)
+        )
+    )
 
 
 def responsibility_statistics(X, sample_weight, resp, structure):
@@ -540,8 +591,8 @@ def responsibility_statistics(X, sample_weight, resp, structure):
     n_samples, n_features = tf.shape(X)[0], tf.shape(X)[1]
     layout = design_layout(n_features, structure)
 
-    def statistics_of_block(start, size):
-        design = _block_design(X, None, start, size, structure, layout)
+    def statistics_of_block(block, start, size):
+        design = _block_design(X, None, block, start, size, structure, layout)
         weighted_resp, entropy = _given_responsibilities(
             resp, tf.slice(sample_weight, [start], [size]), start, size
         )
@@ -549,6 +600,7 @@ def responsibility_statistics(X, sample_weight, resp, structure):
 
     totals = _sum_over_blocks(
         n_samples,
+        block_rows(n_features, structure),
         statistics_of_block,
         _zero_totals(tf.shape(resp)[1], _n_design(n_features, structure)),
     )

@@ -22,6 +22,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from skbayesmix._state import scale_statistics
+
 # Rows per piece of the sampling keys: the keys of a piece take 8 MB.
 _SAMPLE_PIECE_ROWS = 2**20
 
@@ -367,7 +369,6 @@ def start_statistics(
     statistics : Statistics
     """
     # Imported here so that `import skbayesmix` never loads TensorFlow.
-    from skbayesmix._state import scale_statistics
     from skbayesmix._tfp_backend import chunk_statistics, initial_statistics
 
     weights = np.ones(X.shape[0]) if sample_weight is None else sample_weight

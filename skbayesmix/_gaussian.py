@@ -126,8 +126,16 @@ def _compute_precisions(precisions_cholesky, covariance_type):
     return precisions_cholesky**2
 
 
-def _compute_log_det_cholesky(precisions_cholesky, covariance_type, n_features):
+def _compute_log_det_cholesky(
+    precisions_cholesky, covariance_type, n_features, missing=None
+):
     """Compute log det(U) per component, which is -0.5 * log det(covariance).
+
+    With `missing`, compute per row -0.5 * log det(covariance_oo) over the
+    row's observed features o instead. For 'full' and 'tied' the Schur
+    complement gives it without inverting the covariance::
+
+        log det(covariance_oo) = log det(covariance) + log det(precision_mm)
 
     Parameters
     ----------
@@ -140,11 +148,20 @@ def _compute_log_det_cholesky(precisions_cholesky, covariance_type, n_features):
     n_features : int
         Number of features.
 
+    missing : ndarray of shape (n_samples, n_features) of bool, default=None
+        Which features of each row are missing.
+
     Returns
     -------
     log_det_cholesky : ndarray of shape (n_components,) or scalar for 'tied'
-        Log determinant of the precision Cholesky factor.
+        Log determinant of the precision Cholesky factor. With `missing`, an
+        ndarray of shape (n_samples, n_components), or (n_samples, 1) for
+        'tied', of the observed features' log determinants.
     """
+    if missing is not None:
+        return _compute_log_det_observed_cholesky(
+            precisions_cholesky, covariance_type, missing
+        )
     if covariance_type == "full":
         return np.sum(np.log(np.diagonal(precisions_cholesky, axis1=1, axis2=2)), 1)
     if covariance_type == "tied":
@@ -152,6 +169,135 @@ def _compute_log_det_cholesky(precisions_cholesky, covariance_type, n_features):
     if covariance_type == "diag":
         return np.sum(np.log(precisions_cholesky), axis=1)
     return n_features * np.log(precisions_cholesky)
+
+
+def _compute_log_det_observed_cholesky(precisions_cholesky, covariance_type, missing):
+    """Compute -0.5 * log det(covariance_oo) per row and component.
+
+    Parameters
+    ----------
+    precisions_cholesky : ndarray
+        Float64 output of :func:`_compute_precision_cholesky`.
+
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}
+        Structure of the covariances.
+
+    missing : ndarray of shape (n_samples, n_features) of bool
+        Which features of each row are missing.
+
+    Returns
+    -------
+    log_det_cholesky : ndarray of shape (n_samples, n_components)
+        Float64; (n_samples, 1) for 'tied'.
+    """
+    n_samples, n_features = missing.shape
+    if covariance_type == "diag":
+        return (~missing).astype(np.float64) @ np.log(precisions_cholesky).T
+    if covariance_type == "spherical":
+        n_observed = n_features - missing.sum(axis=1)  # [n]
+        return n_observed[:, None] * np.log(precisions_cholesky)
+    factors = precisions_cholesky
+    if covariance_type == "tied":
+        factors = factors[None]
+    log_det = np.broadcast_to(
+        _compute_log_det_cholesky(factors, "full", n_features),
+        (n_samples, factors.shape[0]),
+    ).copy()  # [n, K]
+    row_bytes = factors.shape[0] * n_features * 8
+    for rows, missing_index in _rows_by_n_missing(missing, row_bytes):
+        factor_rows = _missing_rows_of(factors, missing_index)  # [n, K, r, D]
+        log_det_missing = _missing_block_terms(factor_rows)[1]  # [n, K]
+        log_det[rows] -= 0.5 * log_det_missing
+    return log_det
+
+
+def _rows_by_n_missing(missing, row_bytes):
+    """Yield groups of rows that miss the same number r >= 1 of features.
+
+    Grouping by r rather than by pattern lets each group's gathered blocks be
+    stacked into one batched array, however many patterns there are.
+
+    Parameters
+    ----------
+    missing : ndarray of shape (n_samples, n_features) of bool
+        Which features of each row are missing.
+
+    row_bytes : int
+        Bytes of the temporaries per row and per missing feature; a group
+        holds about `_CHUNK_BYTES` of them, and at least one row.
+
+    Yields
+    ------
+    rows : ndarray of shape (n_rows,)
+        Indices of rows that miss r features.
+
+    missing_index : ndarray of shape (n_rows, r)
+        The missing features of each of these rows, in increasing order.
+    """
+    n_missing = missing.sum(axis=1)  # [n]
+    for r in np.unique(n_missing[n_missing > 0]):
+        rows = np.flatnonzero(n_missing == r)
+        missing_index = np.nonzero(missing[rows])[1].reshape(-1, r)  # [n_r, r]
+        n_rows = max(1, _CHUNK_BYTES // max(int(r) * row_bytes, 1))
+        for start in range(0, rows.shape[0], n_rows):
+            yield rows[start : start + n_rows], missing_index[start : start + n_rows]
+
+
+def _missing_rows_of(factors, missing_index):
+    """Gather the rows m of each factor F, for each row's missing features m.
+
+    Parameters
+    ----------
+    factors : ndarray of shape (n_matrices, n_features, n_columns)
+        Factors F with precision F @ F.T.
+
+    missing_index : ndarray of shape (n_samples, r)
+        Output of :func:`_rows_by_n_missing`.
+
+    Returns
+    -------
+    factor_rows : ndarray of shape (n_samples, n_matrices, r, n_columns)
+        A = F[m, :], so that A @ A.T is the missing block of the precision.
+    """
+    return np.swapaxes(np.swapaxes(factors, 0, 1)[missing_index], 1, 2)
+
+
+def _missing_block_terms(factor_rows, whitened=None):
+    """Compute the Schur complement terms that marginalise out missing features.
+
+    For a precision P = F @ F.T, a row c with c_m = 0 on its missing features
+    m, y = c @ F and A = F[m, :] (so P_mm = A @ A.T and (P c)_m = A @ y)::
+
+        c_o^T inv(inv(P)_oo) c_o = ||y||^2 - u^T inv(P_mm) u,   u = A @ y
+        log det(inv(P)_oo) = log det(inv(P)) + log det(P_mm)
+
+    P_mm is a principal block of a positive definite matrix, so its Cholesky
+    factor L exists, and u^T inv(P_mm) u = ||inv(L) @ u||^2.
+
+    Parameters
+    ----------
+    factor_rows : ndarray of shape (..., r, n_columns)
+        Output of :func:`_missing_rows_of`.
+
+    whitened : ndarray of shape (..., n_columns), default=None
+        y = c @ F for each row and matrix; None computes the log det only.
+
+    Returns
+    -------
+    projected_sq_norm : ndarray of shape (...) or None
+        u^T inv(P_mm) u, None without `whitened`.
+
+    log_det_missing_precision : ndarray of shape (...)
+        log det(P_mm).
+    """
+    gram = factor_rows @ np.swapaxes(factor_rows, -1, -2)  # [..., r, r]
+    cholesky = np.linalg.cholesky(gram)  # [..., r, r]
+    log_det = 2.0 * np.log(np.diagonal(cholesky, axis1=-2, axis2=-1)).sum(axis=-1)
+    if whitened is None:
+        return None, log_det
+    u = factor_rows @ whitened[..., None]  # [..., r, 1]
+    z = np.linalg.solve(cholesky, u)[..., 0]  # [..., r]
+    return np.einsum("...r,...r->...", z, z), log_det
 
 
 def _student_t_degrees_of_freedom(degrees_of_freedom, covariance_type, n_features):
@@ -225,6 +371,11 @@ def _log_student_t_norm(student_df, scale_factor, log_det_cholesky, n_features, 
     is a product of D univariate t's, so the gamma terms are counted D times
     with D = 1 inside.
 
+    The marginal of a t over d of its features is a d-variate t with the same
+    df and the block Sigma_oo of its scale, so passing the observed counts d
+    as `n_features` and -0.5 * log det(covariance_oo) as `log_det_cholesky`
+    gives the normalising constants of each row's marginals.
+
     Parameters
     ----------
     student_df : ndarray of shape (n_components,)
@@ -233,28 +384,30 @@ def _log_student_t_norm(student_df, scale_factor, log_det_cholesky, n_features, 
     scale_factor : ndarray of shape (n_components,)
         Output of :func:`_student_t_scale_factor`.
 
-    log_det_cholesky : ndarray of shape (n_components,)
+    log_det_cholesky : ndarray of shape (n_components,) or (n_samples, n_components)
         Output of :func:`_compute_log_det_cholesky`.
 
-    n_features : int
-        Number of features D.
+    n_features : int or ndarray of shape (n_samples, 1)
+        Number of features D, or of observed features per row.
 
     diag : bool
         Whether the density is a product of univariate t's.
 
     Returns
     -------
-    log_norm : ndarray of shape (n_components,)
+    log_norm : ndarray of shape (n_components,) or (n_samples, n_components)
         Float64 log normalising constants.
     """
     n_dims = 1 if diag else n_features
+    # Counting blocks rather than dividing D by itself keeps d = 0 finite.
+    n_blocks = n_features if diag else 1
     log_norm_per_block = (
         gammaln(0.5 * (student_df + n_dims))
         - gammaln(0.5 * student_df)
         - 0.5 * n_dims * np.log(np.pi * student_df)
     )
     log_det_scale = n_features * np.log(scale_factor) - 2.0 * log_det_cholesky
-    return n_features / n_dims * log_norm_per_block - 0.5 * log_det_scale
+    return n_blocks * log_norm_per_block - 0.5 * log_det_scale
 
 
 def _compute_student_t_whitening(
@@ -388,10 +541,16 @@ def _estimate_log_student_t_kernel_far(
 
     and for 'diag' the same per dimension, with log(q_d / df) = 2 * log(s |y_d|).
 
+    NaN entries of `X` are missing features: the kernel is then that of the
+    marginal t over the observed features o, with the same df and d_o in
+    place of D. The offsets of missing features are set to 0, which drops
+    their factors for 'diag' and 'spherical'; for 'full' and 'tied' q_o is
+    the Schur complement of :func:`_missing_block_terms`.
+
     Parameters
     ----------
     X : ndarray of shape (n_samples, n_features)
-        Finite float64 rows.
+        Float64 rows, finite or NaN, with at least one observed feature each.
 
     means : ndarray of shape (n_components, n_features)
         Float64 locations of the Student-t's.
@@ -413,12 +572,18 @@ def _estimate_log_student_t_kernel_far(
     """
     n_samples, n_features = X.shape
     n_components = means.shape[0]
+    missing = np.isnan(X)  # [n, D]
+    has_missing = missing.any()
+    if has_missing:
+        X = np.where(missing, 0.0, X)
     scale = np.maximum(np.max(np.abs(X), axis=1), np.max(np.abs(means)))  # [n]
     scale[scale == 0.0] = 1.0
     inv_scale = 1.0 / scale[:, None, None]  # [n, 1, 1]
     # Subtracting before whitening avoids inf - inf and the cancellation of
     # X @ W - means @ W; both terms are at most 1 in magnitude.
     centred = X[:, None, :] * inv_scale - means * inv_scale  # [n, K, D]
+    if has_missing:
+        centred[np.broadcast_to(missing[:, None, :], centred.shape)] = 0.0
     if covariance_type in ("full", "tied"):
         whitening = whitening.reshape(n_features, n_components, n_features)
         y = np.einsum("ikj,jkl->ikl", centred, whitening)  # [n, K, D]
@@ -432,8 +597,91 @@ def _estimate_log_student_t_kernel_far(
             log_q = log_scale_sq[:, :, None] + 2.0 * np.log(np.abs(y))  # [n, K, D]
             log_kernel = np.logaddexp(0.0, log_q).sum(axis=2)  # [n, K]
             return -0.5 * (student_df + 1.0) * log_kernel
-        log_q = log_scale_sq + np.log(np.einsum("ikj,ikj->ik", y, y))  # [n, K]
-    return -0.5 * (student_df + n_features) * np.logaddexp(0.0, log_q)
+        q = np.einsum("ikj,ikj->ik", y, y)  # [n, K], q / (df s^2)
+        if not has_missing:
+            log_q = log_scale_sq + np.log(q)  # [n, K]
+            return -0.5 * (student_df + n_features) * np.logaddexp(0.0, log_q)
+        if covariance_type in ("full", "tied"):
+            factors = np.moveaxis(whitening, 1, 0)  # [K, D, D]
+            row_bytes = n_components * n_features * 8
+            for rows, missing_index in _rows_by_n_missing(missing, row_bytes):
+                factor_rows = _missing_rows_of(factors, missing_index)  # [n, K, r, D]
+                q[rows] -= _missing_block_terms(factor_rows, y[rows])[0]
+            # The Schur complement is >= 0; rounding may take it just below.
+            np.maximum(q, 0.0, out=q)
+        log_q = log_scale_sq + np.log(q)  # [n, K]
+    n_observed = n_features - missing.sum(axis=1, keepdims=True)  # [n, 1]
+    return -0.5 * (student_df + n_observed) * np.logaddexp(0.0, log_q)
+
+
+def _estimate_log_marginal_student_t_prob(
+    X,
+    means,
+    precisions_cholesky,
+    whitening,
+    covariance_type,
+    student_df,
+    scale_factor,
+):
+    """Estimate the log density of each row's marginal over its observed features.
+
+    The marginal of St(mu, S, df) over the observed features o is
+    St(mu_o, S_oo, df): the same df, the kernel of
+    :func:`_estimate_log_student_t_kernel_far` and the normalising constant of
+    :func:`_log_student_t_norm` with d_o features. A row with no observed
+    feature has log density 0 (the marginal over nothing).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+        Float64 rows with NaN at missing features and no inf.
+
+    means : ndarray of shape (n_components, n_features)
+        Float64 locations of the Student-t's.
+
+    precisions_cholesky : ndarray
+        Float64 output of :func:`_compute_precision_cholesky`.
+
+    whitening : ndarray
+        Float64 output of :func:`_compute_student_t_whitening`.
+
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}
+        Structure of the covariances.
+
+    student_df : ndarray of shape (n_components,)
+        Float64 degrees of freedom of the Student-t's.
+
+    scale_factor : ndarray of shape (n_components,)
+        Output of :func:`_student_t_scale_factor`.
+
+    Returns
+    -------
+    log_prob : ndarray of shape (n_samples, n_components)
+        Float64 log densities of the marginals.
+    """
+    n_samples, n_features = X.shape
+    n_components = means.shape[0]
+    missing = np.isnan(X)  # [n, D]
+    n_observed = n_features - missing.sum(axis=1)  # [n]
+    log_prob = np.zeros((n_samples, n_components))
+    seen_rows = np.flatnonzero(n_observed > 0)
+    n_rows = _chunk_n_rows(n_components, n_features, 8)
+    for start in range(0, seen_rows.shape[0], n_rows):
+        rows = seen_rows[start : start + n_rows]
+        log_kernel = _estimate_log_student_t_kernel_far(
+            X[rows], means, whitening, covariance_type, student_df
+        )  # [n, K]
+        log_det_cholesky = _compute_log_det_cholesky(
+            precisions_cholesky, covariance_type, n_features, missing=missing[rows]
+        )  # [n, K]
+        log_prob[rows] = log_kernel + _log_student_t_norm(
+            student_df,
+            scale_factor,
+            log_det_cholesky,
+            n_observed[rows, None],
+            diag=covariance_type == "diag",
+        )
+    return log_prob
 
 
 def _chunk_n_rows(n_components, n_features, itemsize):
@@ -480,6 +728,12 @@ def _estimate_log_student_t_prob(
         'spherical'    : isotropic D-variate t, df_k = D nu_k,
                          c_k = (1 + beta_k) / beta_k
 
+    NaN entries of `X` are missing features: such a row is scored under the
+    marginal of each p_k over its observed features o, St(x_o | means[k]_o,
+    c_k * covariances_[k]_oo, df_k) with the same df_k (for 'diag' the
+    missing factors drop out), and a row with no observed feature has log
+    density 0. Complete rows never reach that path.
+
     Rows of `X` are processed in chunks so that the temporaries stay near
     `_CHUNK_BYTES`, whatever `n_samples`. Rows so far from the means that q
     overflows are recomputed in log space, where the density is still finite::
@@ -489,7 +743,7 @@ def _estimate_log_student_t_prob(
     Parameters
     ----------
     X : array-like of shape (n_samples, n_features)
-        Input data.
+        Input data, with NaN at missing features.
 
     means : array-like of shape (n_components, n_features)
         Posterior means of the components.
@@ -559,6 +813,7 @@ def _estimate_log_student_t_prob(
     student_df = student_df.astype(dtype)
 
     log_prob = np.empty((n_samples, n_components), dtype=dtype)
+    incomplete_rows = None
     n_rows = _chunk_n_rows(n_components, n_features, dtype.itemsize)
     # Rows whose q overflows are recomputed below, so their overflow is expected.
     with np.errstate(over="ignore", invalid="ignore"):
@@ -567,10 +822,25 @@ def _estimate_log_student_t_prob(
                 X[rows], whitening, whitened_means, covariance_type, student_df
             )
         # The kernel is <= 0, so its minimum is -inf or NaN exactly when some
-        # entry is; one np.min keeps the common path as fast as before.
+        # entry is; one np.min keeps the common path as fast as before, and
+        # rows with missing features (NaN) are only looked for past it.
         if not np.isfinite(log_prob.min()):
+            is_finite = np.isfinite(X)  # [n, D]
+            # Rows with an inf stay as the fast path left them.
+            incomplete_rows = np.flatnonzero(
+                ~is_finite.all(axis=1) & ~np.isinf(X).any(axis=1)
+            )
+            incomplete_log_prob = _estimate_log_marginal_student_t_prob(
+                X[incomplete_rows].astype(np.float64),
+                means_64,
+                precisions_cholesky,
+                whitening_64,
+                covariance_type,
+                student_df_64,
+                scale_factor,
+            )
             far_rows = np.flatnonzero(
-                ~np.isfinite(log_prob).all(axis=1) & np.isfinite(X).all(axis=1)
+                ~np.isfinite(log_prob).all(axis=1) & is_finite.all(axis=1)
             )
             n_rows_64 = _chunk_n_rows(n_components, n_features, 8)
             for start in range(0, far_rows.shape[0], n_rows_64):
@@ -583,6 +853,9 @@ def _estimate_log_student_t_prob(
                     student_df_64,
                 )
     log_prob += log_norm
+    # Their normalising constants differ, so they are written after the others'.
+    if incomplete_rows is not None:
+        log_prob[incomplete_rows] = incomplete_log_prob
     return log_prob
 
 

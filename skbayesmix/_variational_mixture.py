@@ -789,7 +789,15 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
 
     def _validate_predict_data(self, X):
         check_is_fitted(self)
-        return validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        # NaN marks a missing feature, scored by marginalising it out; inf
+        # still raises scikit-learn's error.
+        return validate_data(
+            self,
+            X,
+            reset=False,
+            dtype=[np.float64, np.float32],
+            ensure_all_finite="allow-nan",
+        )
 
     def score_samples(self, X):
         """Log posterior predictive density of each sample.
@@ -797,10 +805,15 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         Unlike scikit-learn's plug-in Gaussian density, this is a normalised
         density: a mixture of Student-t distributions whose exp integrates to 1.
 
+        NaN marks a missing feature: a row with NaN is scored under the
+        marginal of the predictive over its observed features (exactly, with
+        no imputation), and a row with every feature missing scores 0.
+
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            List of n_features-dimensional data points.
+            List of n_features-dimensional data points; NaN marks a missing
+            feature.
 
         Returns
         -------
@@ -833,10 +846,14 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         README for measured values). Rows are processed in chunks, so memory
         stays bounded on large grids.
 
+        NaN marks a missing feature: each draw's Gaussian mixture is then
+        marginalised over the row's missing features, as in `score_samples`.
+
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            List of n_features-dimensional data points.
+            List of n_features-dimensional data points; NaN marks a missing
+            feature.
 
         level : float, default=0.9
             Credible level of the band, in (0, 1).
@@ -876,7 +893,8 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            List of n_features-dimensional data points.
+            List of n_features-dimensional data points; NaN marks a missing
+            feature, marginalised out as in `score_samples`.
 
         y : Ignored
             Not used, present for API consistency by convention.
@@ -907,7 +925,8 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            List of n_features-dimensional data points.
+            List of n_features-dimensional data points; NaN marks a missing
+            feature, marginalised out as in `predict_proba`.
 
         Returns
         -------
@@ -923,10 +942,15 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
     def predict_proba(self, X):
         """Posterior probability of each component given each sample.
 
+        A row with NaN (missing features) gets the responsibilities of the
+        components' marginal densities over its observed features; a row with
+        every feature missing gets `weights_`.
+
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            List of n_features-dimensional data points.
+            List of n_features-dimensional data points; NaN marks a missing
+            feature.
 
         Returns
         -------

@@ -150,17 +150,18 @@ def test_predict_returns_lazy_dask_arrays_equal_to_numpy_without_tf_on_workers(
     assert not any(client.run(_tensorflow_imported).values())
 
 
-def test_predict_dask_rejects_wrong_features_and_nan(client):
+def test_predict_dask_rejects_wrong_features_and_inf(client):
     X = _blobs()
     estimator = _fit_quietly(
         VariationalGaussianMixture(n_components=2, random_state=0, max_iter=5), X
     )
     with pytest.raises(ValueError, match="X has 2 features, but"):
         estimator.predict(da.from_array(X[:, :2], chunks=(60, 2)))
-    X_nan = X.copy()
-    X_nan[200, 1] = np.nan
-    lazy = estimator.score_samples(da.from_array(X_nan, chunks=(60, 3)))
-    with pytest.raises(ValueError, match="Input X contains NaN"):
+    # NaN is a missing feature (tests/test_missing_prediction.py); inf is not.
+    X_inf = X.copy()
+    X_inf[200, 1] = np.inf
+    lazy = estimator.score_samples(da.from_array(X_inf, chunks=(60, 3)))
+    with pytest.raises(ValueError, match="Input X contains infinity"):
         lazy.compute()
 
 

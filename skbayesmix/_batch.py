@@ -3,6 +3,7 @@
 import numpy as np
 
 from skbayesmix._fitting import Driver, LoopResult, LoopState
+from skbayesmix._missing import mean_imputed
 from skbayesmix._standardisation import data_moments, row_pieces
 from skbayesmix._starts import initial_resp
 
@@ -37,7 +38,7 @@ class InMemoryDriver(Driver):
         resp = initial_resp(
             init_params,
             n_components,
-            self.X_standardised,
+            mean_imputed(self.X_standardised),
             self.sample_weight,
             random_state,
         )

@@ -102,6 +102,7 @@ def _validated_block(block, estimator_name):
         estimator=estimator_name,
         input_name="X",
         ensure_min_samples=0,
+        ensure_all_finite="allow-nan",
     )
 
 

@@ -28,7 +28,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
-from skbayesmix._priors import check_n_samples, model_prior
+from skbayesmix._priors import check_n_samples, check_observed_features, model_prior
 from skbayesmix._state import COVARIANCE_STRUCTURES
 
 __all__ = [
@@ -60,6 +60,8 @@ class Driver:
     def __init__(self, dtype, n_features):
         self.dtype = np.dtype(dtype)
         self.n_features = n_features
+        # Named in errors about features, when the caller knows the names.
+        self.feature_names = None
 
     def max_iter(self, params):
         """Iterations (passes, for online drivers) of one start at most."""
@@ -286,6 +288,7 @@ def fit_sequence(params, driver, *, warm=None, resume=None):
     if resume is None:
         moments = driver.moments(structure.scale_inverse_rank)
         check_n_samples(moments.n_positive, params["n_components"])
+        check_observed_features(moments, driver.feature_names)
     else:
         moments = resume.moments
     model = model_prior(params, moments, driver.dtype, driver.total_weight(moments))

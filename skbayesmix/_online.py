@@ -145,7 +145,12 @@ def read_rows(X, rows, dtype, validate=False):
             block[group] = X[rows[group]]
             _release_mapped_pages(X)
     if validate:
-        block = check_array(block, dtype=[np.float64, np.float32], input_name="X")
+        block = check_array(
+            block,
+            dtype=[np.float64, np.float32],
+            ensure_all_finite="allow-nan",
+            input_name="X",
+        )
     return block
 
 

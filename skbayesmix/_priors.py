@@ -132,6 +132,31 @@ def _given_covariance_prior(value, covariance_type, n_features):
     return value
 
 
+def check_observed_features(moments, feature_names=None):
+    """Raise if a feature has no observed (non-NaN) entry of positive weight."""
+    if moments.missing is None or moments.total_weight <= 0:
+        return
+    empty = np.flatnonzero(moments.missing.observed_weight <= 0)
+    if empty.size:
+        names = [
+            repr(str(feature_names[j])) if feature_names is not None else str(j)
+            for j in empty
+        ]
+        raise ValueError(
+            f"Feature {', '.join(names)} of X has no observed value: every entry "
+            "is NaN (or has zero weight). Drop the column, or impute it, before "
+            "fitting."
+        )
+
+
+def observed_per_row(moments):
+    """The mean number of observed features of a row (n_features if complete)."""
+    n_features = moments.shift.shape[0]
+    if moments.missing is None or moments.total_weight <= 0:
+        return n_features
+    return float(np.sum(moments.missing.observed_weight) / moments.total_weight)
+
+
 def model_prior(params, moments, dtype, total_weight=None):
     """The fitted prior attributes, the standardisation and the backend's prior.
 
@@ -156,6 +181,7 @@ def model_prior(params, moments, dtype, total_weight=None):
     model : ModelPrior
     """
     n_features = moments.shift.shape[0]
+    check_observed_features(moments)
     covariance_type = params["covariance_type"]
     structure = COVARIANCE_STRUCTURES[covariance_type]
     dtype = np.dtype(dtype).type
@@ -213,7 +239,7 @@ def model_prior(params, moments, dtype, total_weight=None):
         standardisation,
         prior,
         reg_covar,
-        standardisation.log_jacobian(total_weight, n_features),
+        standardisation.log_jacobian(total_weight, observed_per_row(moments)),
         covariance_type,
         params["weight_concentration_prior_type"],
     )

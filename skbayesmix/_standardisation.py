@@ -51,7 +51,10 @@ class DataMoments(NamedTuple):
         The largest |x| over rows of positive weight (0 when all are 0).
     scaled_scatter : ndarray of shape (n_features, n_features) or (n_features,)
         sum_n w_n (x_n - shift)(x_n - shift)^T / max_abs^2, or its diagonal
-        (in units of 1 when max_abs is 0).
+        (in units of 1 when max_abs is 0). With missing entries, the sum runs
+        over the observed pairs only (missing entries count as at the mean).
+    missing : MissingMoments or None
+        None when every entry is observed.
     """
 
     total_weight: float
@@ -59,6 +62,29 @@ class DataMoments(NamedTuple):
     shift: np.ndarray
     max_abs: float
     scaled_scatter: np.ndarray
+    missing: object = None
+
+
+class MissingMoments(NamedTuple):
+    """What merging moments of rows with missing entries needs besides DataMoments.
+
+    With missing entries each feature has its own weight and mean, over its
+    observed entries. Re-centring a piece's scatter on the merged means then
+    needs, per pair (i, j), the weight of the rows observing both and the sum of
+    feature j's centred values over them.
+
+    observed_weight : ndarray of shape (n_features,)
+        sum_n w_n o_nj, o_nj = 1 where x_nj is observed.
+    pair_weight : ndarray of shape (n_features, n_features) or None
+        sum_n w_n o_ni o_nj; None for a diagonal scatter.
+    pair_sums : ndarray of shape (n_features, n_features) or None
+        sum_n w_n o_ni o_nj (x_nj - shift_j) / max_abs; None for a diagonal
+        scatter.
+    """
+
+    observed_weight: np.ndarray
+    pair_weight: object
+    pair_sums: object
 
 
 class Standardisation(NamedTuple):
@@ -110,7 +136,12 @@ class Standardisation(NamedTuple):
         scatter = moments.scaled_scatter
         variances = np.diag(scatter) if scatter.ndim == 2 else scatter
         spread = 0.0
-        if moments.total_weight > 0:
+        if moments.missing is not None:
+            # Each feature's variance over its own observed entries.
+            spread = float(
+                np.sqrt(np.mean(variances / moments.missing.observed_weight))
+            )
+        elif moments.total_weight > 0:
             spread = float(
                 np.sqrt(np.sum(variances) / (moments.total_weight * variances.size))
             )
@@ -158,7 +189,10 @@ class Standardisation(NamedTuple):
         # Divided twice: spread**2 overflows a Python float (an OverflowError,
         # not inf) when data near 1e-300 are measured in units of sqrt(reg_covar).
         scatter = moments.scaled_scatter / self.spread / self.spread
-        return covariance_from_scatter(scatter, moments.total_weight, structure)
+        observed = None if moments.missing is None else moments.missing.observed_weight
+        return covariance_from_scatter(
+            scatter, moments.total_weight, structure, observed
+        )
 
     def mean_to(self, mean):
         """A location (mean, mean_prior_) in standardised units."""
@@ -221,7 +255,8 @@ class Standardisation(NamedTuple):
     def log_jacobian(self, total_weight, n_features):
         """log p(X) - log p(X_s): what the ELBO of standardised data lacks.
 
-        Each of the total_weight samples has D coordinates divided by the scale.
+        Each of the total_weight samples has D coordinates divided by the scale;
+        with missing entries, n_features is the mean number observed per sample.
         """
         return -total_weight * n_features * (np.log(self.max_abs) + np.log(self.spread))
 
@@ -302,6 +337,9 @@ def piece_moments(values, weights, scatter_rank):
         values, weights = values[positive], weights[positive]
     if values.shape[0] == 0:
         return no_moments(values.shape[1], scatter_rank)
+    observed = ~np.isnan(values)
+    if not observed.all():
+        return _incomplete_piece_moments(values, weights, observed, scatter_rank)
     max_abs = float(max(np.max(values), -np.min(values)))
     # In units of max |x|, so that no square overflows.
     scaled = values.astype(np.float64) / (max_abs if max_abs > 0 else 1.0)
@@ -309,6 +347,96 @@ def piece_moments(values, weights, scatter_rank):
     mean = weights @ scaled / total
     scatter = weighted_scatter(scaled - mean, weights, scatter_rank == 2)
     return DataMoments(total, int(values.shape[0]), mean * max_abs, max_abs, scatter)
+
+
+def _incomplete_piece_moments(values, weights, observed, scatter_rank):
+    """`piece_moments` of rows with missing (NaN) entries: per-feature moments."""
+    max_abs = float(np.nanmax(np.abs(values), initial=0.0))
+    scaled = values.astype(np.float64) / (max_abs if max_abs > 0 else 1.0)
+    present = observed.astype(np.float64) * weights[:, None]  # [n, d]
+    observed_weight = np.sum(present, axis=0)  # [d]
+    filled = np.where(observed, scaled, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(
+            observed_weight > 0, np.sum(present * filled, 0) / observed_weight, 0.0
+        )
+    centred = np.where(observed, scaled - mean, 0.0)  # missing entries at the mean
+    scatter = weighted_scatter(centred, weights, scatter_rank == 2)
+    pair_weight = pair_sums = None
+    if scatter_rank == 2:
+        pair_weight = present.T @ observed.astype(np.float64)
+        pair_sums = present.T @ centred
+    return DataMoments(
+        float(np.sum(weights)),
+        int(values.shape[0]),
+        mean * max_abs,
+        max_abs,
+        scatter,
+        MissingMoments(observed_weight, pair_weight, pair_sums),
+    )
+
+
+def _as_missing_moments(moments):
+    """A DataMoments' MissingMoments, that of complete rows when it has none."""
+    if moments.missing is not None:
+        return moments.missing
+    n_features = moments.shift.shape[0]
+    total = moments.total_weight
+    if moments.scaled_scatter.ndim < 2:
+        return MissingMoments(np.full(n_features, total), None, None)
+    return MissingMoments(
+        np.full(n_features, total),
+        np.full((n_features, n_features), total),
+        np.zeros((n_features, n_features)),
+    )
+
+
+def _recentred(moments, missing, mean, unit):
+    """(scatter, pair_sums) of a piece about `mean`, both in units of `unit`."""
+    ratio = moments.max_abs / unit
+    delta = moments.shift / unit - mean  # [d]
+    scatter = moments.scaled_scatter * ratio * ratio
+    if missing.pair_weight is None:
+        # A feature's centred values sum to 0 over its observed entries.
+        return scatter + missing.observed_weight * delta**2, None
+    pair_sums = missing.pair_sums * ratio
+    scatter = (
+        scatter
+        + pair_sums.T * delta[None, :]
+        + pair_sums * delta[:, None]
+        + missing.pair_weight * np.outer(delta, delta)
+    )
+    return scatter, pair_sums + missing.pair_weight * delta[None, :]
+
+
+def _merge_incomplete_moments(first, second):
+    """`merge_moments` when either side has missing entries."""
+    unit = max(first.max_abs, second.max_abs)
+    unit = unit if unit > 0 else 1.0
+    missing = (_as_missing_moments(first), _as_missing_moments(second))
+    observed = missing[0].observed_weight + missing[1].observed_weight
+    sums = sum(
+        m.observed_weight * (part.shift / unit)
+        for m, part in zip(missing, (first, second))
+    )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(observed > 0, sums / observed, 0.0)
+    parts = [
+        _recentred(part, m, mean, unit) for part, m in zip((first, second), missing)
+    ]
+    full = missing[0].pair_weight is not None
+    return DataMoments(
+        first.total_weight + second.total_weight,
+        first.n_positive + second.n_positive,
+        mean * unit,
+        max(first.max_abs, second.max_abs),
+        parts[0][0] + parts[1][0],
+        MissingMoments(
+            observed,
+            missing[0].pair_weight + missing[1].pair_weight if full else None,
+            parts[0][1] + parts[1][1] if full else None,
+        ),
+    )
 
 
 def merge_moments(first, second):
@@ -324,6 +452,8 @@ def merge_moments(first, second):
         return first
     if first.total_weight <= 0:
         return second
+    if first.missing is not None or second.missing is not None:
+        return _merge_incomplete_moments(first, second)
     unit = max(first.max_abs, second.max_abs)
     if unit == 0.0:
         return first._replace(
@@ -368,14 +498,28 @@ def weighted_scatter(centred, weights, full):
     return np.sum(weighted * centred, axis=0)
 
 
-def covariance_from_scatter(scatter, total_weight, structure):
+def covariance_from_scatter(scatter, total_weight, structure, observed_weight=None):
     """The weighted sample covariance from a scatter, in the structure's shape.
+
+    With missing entries (`observed_weight` given), entry (i, j) is divided by
+    sqrt(d_i d_j), d_j the denominator of feature j's observed weight: the
+    diagonal is each feature's variance over its observed entries, and the
+    matrix stays positive semi-definite (a diagonal rescaling of a scatter),
+    which a pairwise-complete covariance need not be.
 
     Returns
     -------
     covariance : ndarray of shape `structure.prior_scale_shape(n_features)`
     """
-    denominator = total_weight - 1.0 if total_weight > 1.0 else total_weight
+    if observed_weight is None:
+        denominator = total_weight - 1.0 if total_weight > 1.0 else total_weight
+    else:
+        denominator = np.where(
+            observed_weight > 1.0, observed_weight - 1.0, observed_weight
+        )
+        if scatter.ndim == 2:
+            root = np.sqrt(denominator)
+            denominator = np.outer(root, root)
     covariance = scatter / denominator
     if structure.scale_inverse_rank == 0:
         return covariance.mean()

@@ -22,6 +22,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from skbayesmix._missing import mean_imputed
+
 from skbayesmix._state import scale_statistics
 
 # Rows per piece of the sampling keys: the keys of a piece take 8 MB.
@@ -378,6 +380,9 @@ def start_statistics(
         sample_weight=weights,
     )
     if posterior is None:
+        # A cold start on rows with missing entries starts from their mean
+        # imputation; the fit then integrates them out.
+        X = mean_imputed(X)
         resp = initial_resp(
             init_params, n_components, X, sample_weight, random_state, kmeans_n_init
         )

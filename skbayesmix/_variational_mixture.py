@@ -30,7 +30,7 @@ from skbayesmix._gaussian import (
     _sample_student_t_mixture,
 )
 from skbayesmix._priors import PriorAttributes
-from skbayesmix._standardisation import DataMoments
+from skbayesmix._standardisation import DataMoments, MissingMoments
 from skbayesmix._state import COVARIANCE_STRUCTURES, Posterior, Statistics
 
 # The private attributes that let partial_fit resume an online fit. All are
@@ -48,6 +48,20 @@ def _is_dask_array(X):
     """
     dask_array = sys.modules.get("dask.array")
     return dask_array is not None and isinstance(X, dask_array.Array)
+
+
+def _plain_moments(moments):
+    """DataMoments as nested plain tuples of arrays, which skops can load."""
+    missing = None if moments.missing is None else tuple(moments.missing)
+    return tuple(moments[:-1]) + (missing,)
+
+
+def _data_moments_of(stored):
+    """The DataMoments stored by `_plain_moments` (or by older versions)."""
+    missing = stored[5] if len(stored) > 5 else None
+    return DataMoments(
+        *stored[:5], None if missing is None else MissingMoments(*missing)
+    )
 
 
 @contextlib.contextmanager
@@ -454,6 +468,12 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
     # Fitting: the sequence is skbayesmix._fitting, the drivers do the reading
     # ----------------------------------------------------------------------------
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # Missing entries (NaN) are integrated out, in fitting and prediction.
+        tags.input_tags.allow_nan = True
+        return tags
+
     def _fitted_structure_matches(self, n_features):
         """Whether a previous fit can warm-start a fit of this structure."""
         if not hasattr(self, "converged_"):
@@ -528,12 +548,20 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             # Its first rows set the checks; the moments pass validates the rest
             # block by block, so that no copy of the whole of X is ever made.
             head = validate_data(
-                self, X[:2], dtype=[np.float64, np.float32], ensure_min_samples=2
+                self,
+                X[:2],
+                dtype=[np.float64, np.float32],
+                ensure_min_samples=2,
+                ensure_all_finite="allow-nan",
             )
             dtype, validate = head.dtype, True
         else:
             X = validate_data(
-                self, X, dtype=[np.float64, np.float32], ensure_min_samples=2
+                self,
+                X,
+                dtype=[np.float64, np.float32],
+                ensure_min_samples=2,
+                ensure_all_finite="allow-nan",
             )
             dtype, validate = X.dtype, False
         if sample_weight is not None:
@@ -574,7 +602,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         if online:
             fitted.update(
                 n_batch_iter_=result.n_batch_iter,
-                _online_moments=tuple(result.moments),
+                _online_moments=_plain_moments(result.moments),
                 _online_statistics=tuple(result.statistics),
             )
         else:
@@ -586,6 +614,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
     def _fit(self, X, sample_weight):
         """Validate X, fit, and store the fitted attributes; return validated X."""
         driver, X = self._driver(X, sample_weight)
+        driver.feature_names = getattr(self, "feature_names_in_", None)
         result = fit_sequence(
             self.get_params(deep=False), driver, warm=self._warm(driver.n_features)
         )
@@ -708,6 +737,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
                 X,
                 dtype=[np.float64, np.float32],
                 ensure_min_samples=1,
+                ensure_all_finite="allow-nan",
                 reset=not hasattr(self, "converged_"),
             )
             if sample_weight is not None:
@@ -717,6 +747,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             driver = StreamDriver(
                 X, sample_weight, self._online_settings(), self.total_samples
             )
+            driver.feature_names = getattr(self, "feature_names_in_", None)
             resume = self._resume(X.shape[1])
             warm = None
             if resume is None and self._fitted_structure_matches(X.shape[1]):
@@ -742,7 +773,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         ):
             return None
         return Resume(
-            DataMoments(*self._online_moments),
+            _data_moments_of(self._online_moments),
             statistics,
             self.n_batch_iter_,
             list(self.lower_bounds_),

@@ -6,7 +6,15 @@ import threading
 import numpy as np
 import tensorflow as tf
 
-from skbayesmix._state import COVARIANCE_STRUCTURES, Posterior, Prior, Statistics
+from skbayesmix._missing import IncompleteRows, mean_imputed, split_incomplete
+from skbayesmix._state import (
+    COVARIANCE_STRUCTURES,
+    Posterior,
+    Prior,
+    Statistics,
+    sum_statistics,
+)
+from skbayesmix._tfp_backend._missing import incomplete_statistics
 from skbayesmix._tfp_backend._maths import (
     evidence_lower_bound,
     log_rho_offset,
@@ -31,6 +39,7 @@ def _coordinate_ascent(
     settings,
     max_iter,
     posterior_init,
+    incomplete=None,
     *,
     structure,
     weight_type,
@@ -56,6 +65,10 @@ def _coordinate_ascent(
 
     `hold_design` (a trace-time choice, see `holds_design`) builds the design of
     X once for all iterations; otherwise each block builds its own.
+
+    `incomplete` (IncompleteRows) holds the rows with missing entries, which X
+    then lacks; their statistics are added to X's each iteration. Such fits
+    start warm (see `fit_variational_posterior`).
     """
     # Each tf.function argument costs a conversion and a signature check per call
     # (~0.05 ms); small fits feel that, so the scalars travel as one vector.
@@ -94,6 +107,12 @@ def _coordinate_ascent(
             resp_init,
             initialising,
         )
+        if incomplete is not None:
+            statistics = tf.nest.map_structure(
+                tf.add,
+                statistics,
+                incomplete_statistics(incomplete, posterior, moments, offset, structure),
+            )
         new_posterior = update_posterior(
             statistics, prior, reg_covar, structure, weight_type
         )
@@ -256,6 +275,25 @@ def _loop_signature(structure, dtype):
     ]
 
 
+def _incomplete_spec(dtype):
+    return IncompleteRows(
+        tf.TensorSpec([None, None], tf.as_dtype(dtype)),
+        tf.TensorSpec([None], tf.float64),
+        tf.TensorSpec([None, None], tf.int32),
+        tf.TensorSpec([None, 3], tf.int32),
+    )
+
+
+def _incomplete_chunk_statistics(
+    incomplete, posterior, reg_covar, *, structure, weight_type
+):
+    moments = posterior_moments(posterior, structure)
+    offset = log_rho_offset(posterior, moments, reg_covar, weight_type)
+    return incomplete_statistics(
+        IncompleteRows(*incomplete), posterior, moments, offset, structure
+    )
+
+
 def _chunk_statistics(
     X, sample_weight, posterior, reg_covar, *, structure, weight_type
 ):
@@ -287,6 +325,26 @@ _STEPS = {
     "loop_building_design": (
         functools.partial(_coordinate_ascent, hold_design=False),
         _loop_signature,
+    ),
+    "loop_missing": (
+        functools.partial(_coordinate_ascent, hold_design=True),
+        lambda structure, dtype: (
+            _loop_signature(structure, dtype) + [_incomplete_spec(dtype)]
+        ),
+    ),
+    "loop_building_design_missing": (
+        functools.partial(_coordinate_ascent, hold_design=False),
+        lambda structure, dtype: (
+            _loop_signature(structure, dtype) + [_incomplete_spec(dtype)]
+        ),
+    ),
+    "incomplete_statistics": (
+        _incomplete_chunk_statistics,
+        lambda structure, dtype: [
+            _incomplete_spec(dtype),
+            _posterior_spec(structure),
+            _SCALAR,
+        ],
     ),
     "chunk_statistics": (
         _chunk_statistics,
@@ -426,8 +484,29 @@ def fit_variational_posterior(
         float64, 'n_iter' (int) and 'converged' (bool).
     """
     dtype = X.dtype
+    weights = _weights(X, sample_weight)
+    split = split_incomplete(X, weights)
+    if split is not None and posterior_init is None:
+        # The cold start's first pass takes its statistics from resp_init on
+        # mean-imputed rows; the loop then starts warm from their q(theta).
+        posterior_init = update(
+            prior,
+            initial_statistics(
+                mean_imputed(X),
+                resp_init,
+                covariance_type=covariance_type,
+                weight_concentration_prior_type=weight_concentration_prior_type,
+                sample_weight=weights,
+            ),
+            reg_covar,
+            covariance_type=covariance_type,
+            weight_concentration_prior_type=weight_concentration_prior_type,
+        )
+        lower_bound_init = -np.inf
     warm_start = posterior_init is not None
     structure = COVARIANCE_STRUCTURES[covariance_type]
+    if split is not None:
+        X, weights, incomplete = split
     if warm_start:
         n_components = len(posterior_init.means)
         resp_init = np.zeros((0, n_components), dtype)
@@ -435,6 +514,8 @@ def fit_variational_posterior(
         n_components = resp_init.shape[1]
         posterior_init = _prior_as_posterior(prior, n_components, structure)
     step = "loop" if holds_design(*X.shape, structure) else "loop_building_design"
+    if split is not None:
+        step += "_missing"
     fit = compiled(step, covariance_type, weight_concentration_prior_type, dtype)
     settings = np.array(
         [
@@ -450,7 +531,7 @@ def fit_variational_posterior(
     )
     args = [
         X,
-        _weights(X, sample_weight),
+        weights,
         np.asarray(resp_init, dtype),
         np.asarray(prior.mean, np.float64),
         np.asarray(prior.scale_inverse, np.float64),
@@ -458,6 +539,8 @@ def fit_variational_posterior(
         np.int32(min(max_iter, np.iinfo(np.int32).max)),
         _pack_posterior(posterior_init),
     ]
+    if split is not None:
+        args.append(incomplete)
     posterior, lower_bounds, n_iter, converged = fit(*_tensors(*args))
     return {
         "posterior": _numpy(Posterior(*posterior)),
@@ -493,15 +576,29 @@ def chunk_statistics(
     -------
     statistics : Statistics of float64 ndarray
     """
-    step = compiled(
-        "chunk_statistics", covariance_type, weight_concentration_prior_type, X.dtype
-    )
-    statistics = step(
-        *_tensors(
-            X, _weights(X, sample_weight), _float64(posterior), np.float64(reg_covar)
+    weights = _weights(X, sample_weight)
+    split = split_incomplete(X, weights)
+    parts = []
+    if split is not None:
+        X, weights, incomplete = split
+        step = compiled(
+            "incomplete_statistics",
+            covariance_type,
+            weight_concentration_prior_type,
+            X.dtype,
         )
-    )
-    return _numpy(Statistics(*statistics))
+        parts.append(
+            step(*_tensors(incomplete, _float64(posterior), np.float64(reg_covar)))
+        )
+    if split is None or X.shape[0]:
+        step = compiled(
+            "chunk_statistics", covariance_type, weight_concentration_prior_type, X.dtype
+        )
+        parts.append(
+            step(*_tensors(X, weights, _float64(posterior), np.float64(reg_covar)))
+        )
+    parts = [_numpy(Statistics(*part)) for part in parts]
+    return parts[0] if len(parts) == 1 else sum_statistics(parts)
 
 
 def initial_statistics(

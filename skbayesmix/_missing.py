@@ -1,0 +1,92 @@
+"""Rows with missing entries (NaN): how fitting receives them.
+
+Missing entries are latent and missing at random. The E-step integrates them out
+exactly (see `skbayesmix._tfp_backend._missing`); it takes the rows that have
+them apart from the complete rows, which keep the GEMM path unchanged, sorted by
+their number of missing features so that each block of rows shares one shape of
+the small linear algebra it needs.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = ["IncompleteRows", "mean_imputed", "split_incomplete"]
+
+# Rows per block of the incomplete E-step: its [rows, n_components, n_features]
+# temporaries stay within a few MB.
+INCOMPLETE_BLOCK_ROWS = 512
+
+
+class IncompleteRows(NamedTuple):
+    """Rows with at least one missing entry, sorted by how many.
+
+    values : ndarray of shape (n_rows, n_features)
+        The rows, NaN where missing, in X's dtype.
+    sample_weight : ndarray of shape (n_rows,), float64
+    missing : int32 ndarray of shape (n_rows, max_missing)
+        The indices of each row's missing features first, in increasing order;
+        the rest of the row is padding.
+    blocks : int32 ndarray of shape (n_blocks, 3)
+        (first row, number of rows, number of missing features) of each block.
+    """
+
+    values: np.ndarray
+    sample_weight: np.ndarray
+    missing: np.ndarray
+    blocks: np.ndarray
+
+
+def split_incomplete(X, sample_weight):
+    """Complete rows and `IncompleteRows` of X, or None when X has no NaN.
+
+    Rows with every entry missing, or of weight zero, carry no information about
+    the parameters (their likelihood is 1 whatever they are) and are left out.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    sample_weight : ndarray of shape (n_samples,), float64
+
+    Returns
+    -------
+    split : tuple of (ndarray, ndarray, IncompleteRows) or None
+        The complete rows, their weights, and the incomplete rows.
+    """
+    missing = np.isnan(X)  # [n, d]
+    n_missing = missing.sum(axis=1)
+    if not n_missing.any():
+        return None
+    complete = n_missing == 0
+    informative = (n_missing < X.shape[1]) & (sample_weight > 0) & ~complete
+    rows = np.flatnonzero(informative)
+    rows = rows[np.argsort(n_missing[rows], kind="stable")]
+    counts = n_missing[rows]
+    max_missing = int(counts.max()) if rows.size else 0
+    # Stable: each row's missing features first, in increasing order.
+    order = np.argsort(~missing[rows], axis=1, kind="stable")[:, :max_missing]
+    blocks = [
+        (start, min(INCOMPLETE_BLOCK_ROWS, stop - start), count)
+        for count in np.unique(counts)
+        for first, stop in [np.searchsorted(counts, [count, count + 1])]
+        for start in range(first, stop, INCOMPLETE_BLOCK_ROWS)
+    ]
+    incomplete = IncompleteRows(
+        X[rows],
+        np.asarray(sample_weight[rows], np.float64),
+        order.astype(np.int32),
+        np.asarray(blocks, np.int32).reshape(-1, 3),
+    )
+    return X[complete], sample_weight[complete], incomplete
+
+
+def mean_imputed(X_standardised):
+    """Standardised rows with each missing entry at its feature's mean, 0.
+
+    The starts (k-means, random responsibilities) need complete rows; fitting
+    itself never imputes. X is returned as is when it has no NaN.
+    """
+    missing = np.isnan(X_standardised)
+    if not missing.any():
+        return X_standardised
+    return np.where(missing, X_standardised.dtype.type(0), X_standardised)

@@ -238,9 +238,9 @@ def test_online_fit_with_nan_agrees_with_batch_fit():
             # sees only its first chunk.
             for chunk in np.array_split(holes[rng.permutation(len(holes))], 4):
                 streamed.partial_fit(chunk)
-    # A stream of 20 passes learns from the rows with holes; how far it gets is
-    # SVI's business (on these data it ends within 0.1 nats of the batch fit).
-    assert abs(streamed.score(X) - batch.score(X)) < 0.15
+    # A stream of 20 passes learns from the rows with holes at least as well as
+    # the batch fit (which, from this start, ends 0.2 nats lower here).
+    assert streamed.score(X) > batch.score(X) - 0.05
 
 
 def test_online_fit_of_memmap_with_nan(tmp_path):

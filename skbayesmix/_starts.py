@@ -4,8 +4,8 @@
 # 'random_from_data' pick rows by index, 'random' draws one row after another. So
 # a shuffled X, or X with integer weights, starts elsewhere than the same data
 # repeated, and the fit can end in another optimum. Here every initialisation
-# runs on the distinct rows of X in a canonical order (by their first feature,
-# ties by a hash of their bits), each weighted by the total weight of its copies,
+# runs on the distinct rows of X in a canonical order (by their values, first
+# feature first), each weighted by the total weight of its copies,
 # with rows of weight zero dropped. A row's responsibilities are then a function
 # of its value alone:
 # integer weights start as repeated rows, zero weights as dropped rows, and any
@@ -23,7 +23,6 @@ from typing import NamedTuple
 import numpy as np
 
 from skbayesmix._missing import mean_imputed
-
 from skbayesmix._state import scale_statistics
 
 # Rows per piece of the sampling keys: the keys of a piece take 8 MB.
@@ -40,12 +39,6 @@ __all__ = [
     "sample_by_weight",
 ]
 
-# A row's key: sum_j m_j mix(b_j) mod 2^64 over its 64-bit words b_j, with mix
-# splitmix64's finaliser and m_j odd constants from it. A few passes over X, not
-# one per column; rows of equal key are compared bit by bit, so a collision
-# costs time, never correctness.
-_MIX_FIRST = np.uint64(0xBF58476D1CE4E5B9)
-_MIX_SECOND = np.uint64(0x94D049BB133111EB)
 
 
 class DistinctRows(NamedTuple):
@@ -75,39 +68,17 @@ def _row_words(X):
     return words.astype(np.uint64, copy=False)
 
 
-def _mixed(words):
-    """splitmix64's finaliser, word by word: every bit of a word reaches every bit.
+def _canonical_order(words, values):
+    """Row order by value: by first feature, ties by the others, then by bits.
 
-    A product only carries bits upwards, and the words of round numbers (small
-    integers as float64) have only a few top bits set, so words are mixed
-    before they are combined.
-    """
-    with np.errstate(over="ignore"):
-        mixed = words ^ (words >> np.uint64(30))
-        mixed *= _MIX_FIRST
-        mixed ^= mixed >> np.uint64(27)
-        mixed *= _MIX_SECOND
-        mixed ^= mixed >> np.uint64(31)
-    return mixed
-
-
-def _row_hash(words):
-    """A key that depends on the row's bits only (see the module's constants)."""
-    n_words = words.shape[1]
-    # Independent odd multipliers: an arithmetic progression of them would let
-    # rows that permute a few values among their features share a key.
-    multipliers = _mixed(np.arange(1, n_words + 1, dtype=np.uint64)) | np.uint64(1)
-    with np.errstate(over="ignore"):
-        return np.einsum("ij,j->i", _mixed(words), multipliers)
-
-
-def _canonical_order(words, first_column):
-    """Row order by first feature; ties by a key of all bits, then by the bits.
-
-    Ordering by value first makes the float32 and float64 copies of the same
-    data start alike (up to rows whose first features round to one float32),
-    and costs one argsort: only rows that tie on their first feature, all
-    duplicates among them, are hashed. Equal rows end up next to each other.
+    Ordering by value makes the float32 and float64 copies of the same data
+    start alike (up to rows whose features round to one float32), and so do
+    copies that differ in the last bits, such as the standardised rows of an
+    in-memory and a Dask fit, whose moments are reduced in other orders. Rows
+    with missing entries, imputed at the mean for the starts, tie on whole
+    columns, so ties must not be broken by bits. It costs one argsort; only rows
+    that tie on their first feature are sorted further. Equal rows end up next
+    to each other.
 
     Returns
     -------
@@ -115,7 +86,7 @@ def _canonical_order(words, first_column):
     same_as_previous : ndarray of shape (n_rows - 1,) of bool
         Whether each row in that order equals the one before it.
     """
-    order = np.argsort(first_column)
+    order = np.argsort(values[:, 0], kind="stable")
     first = words[order, 0]
     tied = np.flatnonzero(first[1:] == first[:-1])
     same_as_previous = np.zeros(max(len(order) - 1, 0), dtype=bool)
@@ -126,14 +97,16 @@ def _canonical_order(words, first_column):
     members = np.flatnonzero(in_tie)
     run = np.concatenate([[0], np.cumsum(first[1:] != first[:-1])])[members]
     rows = order[members]
-    key = _row_hash(words[rows])
-    within = np.lexsort((key, run))
-    rows, key, run = rows[within], key[within], run[within]
-    equal_key = (key[1:] == key[:-1]) & (run[1:] == run[:-1])
-    pairs = np.flatnonzero(equal_key)
-    if not np.all(words[rows[pairs]] == words[rows[pairs + 1]]):
-        # A hash collision (rare): order the tied rows by their bits as well.
-        within = np.lexsort(tuple(words[rows].T[::-1]) + (key, run))
+    tied_values = values[rows]
+    rows = rows[np.lexsort(tuple(tied_values[:, 1:].T[::-1]) + (run,))]
+    equal_values = np.all(values[rows[1:]] == values[rows[:-1]], axis=1)
+    if np.any(equal_values & np.any(words[rows[1:]] != words[rows[:-1]], axis=1)):
+        # Equal values in other bits (0.0 and -0.0): order those by bits too.
+        within = np.lexsort(
+            tuple(words[rows].T[::-1])
+            + tuple(values[rows][:, 1:].T[::-1])
+            + (np.sort(run),)
+        )
         rows = rows[within]
     order[members] = rows
     same_as_previous[tied] = np.all(
@@ -163,7 +136,7 @@ def distinct_rows(X, sample_weight=None):
         weights = sample_weight[positive]
     values = X[positive]
     words = _row_words(values)
-    order, same_as_previous = _canonical_order(words, values[:, 0].astype(np.float64))
+    order, same_as_previous = _canonical_order(words, values.astype(np.float64))
     first = np.concatenate([[True], ~same_as_previous])
     starts = np.flatnonzero(first)
     inverse = np.full(n_rows, -1, dtype=np.intp)

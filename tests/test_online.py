@@ -76,9 +76,9 @@ def test_streamed_moments_reject_nan_in_a_late_block(monkeypatch):
     import skbayesmix._online as online
 
     X = np.random.RandomState(0).randn(1000, 3)
-    X[900, 1] = np.nan
+    X[900, 1] = np.inf
     monkeypatch.setattr(online, "_BLOCK_BYTES", 64 * 3 * 8)
-    with pytest.raises(ValueError, match="Input X contains NaN"):
+    with pytest.raises(ValueError, match="Input X contains infinity"):
         online.streamed_moments(X, None, 2, np.float64, True)
 
 
@@ -235,8 +235,6 @@ def test_partial_fit_continues_an_online_fit_and_a_batch_fit_drops_its_state():
 @pytest.mark.parametrize(
     "make_bad, message",
     [
-        (lambda X: np.where(np.arange(X.size).reshape(X.shape) == 7, np.nan, X),
-         "Input X contains NaN"),
         (lambda X: np.where(np.arange(X.size).reshape(X.shape) == 7, np.inf, X),
          "Input X contains infinity"),
         (lambda X: X[:, :1], "X has 1 features, but VariationalGaussianMixture is "
@@ -266,7 +264,7 @@ def test_partial_fit_first_chunk_smaller_than_n_components_raises():
     with pytest.raises(ValueError, match="Expected n_samples >= n_components"):
         model.partial_fit(X)
     assert not hasattr(model, "n_features_in_")
-    with pytest.raises(ValueError, match="Input X contains NaN"):
+    with pytest.raises(ValueError, match="has no observed value"):
         model.partial_fit(np.full((5, 2), np.nan))
     assert not hasattr(model, "n_features_in_")
 

@@ -290,14 +290,29 @@ def _missing_block_terms(factor_rows, whitened=None):
     log_det_missing_precision : ndarray of shape (...)
         log det(P_mm).
     """
-    gram = factor_rows @ np.swapaxes(factor_rows, -1, -2)  # [..., r, r]
-    cholesky = np.linalg.cholesky(gram)  # [..., r, r]
+    cholesky = _missing_precision_cholesky(factor_rows)  # [..., r, r]
     log_det = 2.0 * np.log(np.diagonal(cholesky, axis1=-2, axis2=-1)).sum(axis=-1)
     if whitened is None:
         return None, log_det
     u = factor_rows @ whitened[..., None]  # [..., r, 1]
     z = np.linalg.solve(cholesky, u)[..., 0]  # [..., r]
     return np.einsum("...r,...r->...", z, z), log_det
+
+
+def _missing_precision_cholesky(factor_rows):
+    """Compute the lower Cholesky factor L of P_mm = A @ A.T, A = F[m, :].
+
+    Parameters
+    ----------
+    factor_rows : ndarray of shape (..., r, n_columns)
+        Output of :func:`_missing_rows_of`.
+
+    Returns
+    -------
+    cholesky : ndarray of shape (..., r, r)
+        L with L @ L.T = P_mm, the missing block of the precision.
+    """
+    return np.linalg.cholesky(factor_rows @ np.swapaxes(factor_rows, -1, -2))
 
 
 def _student_t_degrees_of_freedom(degrees_of_freedom, covariance_type, n_features):

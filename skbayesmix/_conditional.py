@@ -151,7 +151,9 @@ def conditional_expectation(fitted, X):
     factors = _dense_factors(fitted)
     row_bytes = 8 * n_components * n_features
     for group, missing_index in _rows_by_n_missing(missing[rows], row_bytes):
-        location = _conditional_terms(incomplete[group], missing_index, means, factors)[1]
+        location = _conditional_terms(incomplete[group], missing_index, means, factors)[
+            1
+        ]
         filled = np.einsum("nk,nkr->nr", resp[group], location)  # [n, r]
         incomplete[group[:, None], missing_index] = filled
     X_filled[rows] = incomplete

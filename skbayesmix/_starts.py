@@ -40,7 +40,6 @@ __all__ = [
 ]
 
 
-
 class DistinctRows(NamedTuple):
     """The distinct rows of positive weight of X, in a canonical order.
 

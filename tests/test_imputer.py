@@ -118,9 +118,9 @@ def test_draws_follow_the_conditional_student_t(covariance_type):
     rng = np.random.RandomState(0)
     X = rng.randn(60, 2) @ np.array([[1.0, 0.8], [0.0, 0.6]])
     fitted = VariationalGaussianMixture(covariance_type=covariance_type).fit(X)
-    imputer = GaussianMixtureImputer(
-        fitted, sample_posterior=True, random_state=0
-    ).fit(X)
+    imputer = GaussianMixtureImputer(fitted, sample_posterior=True, random_state=0).fit(
+        X
+    )
     x_0 = 1.5
     query = np.tile([x_0, np.nan], (20000, 1))
     draws = imputer.transform(query)[:, 1]

@@ -114,8 +114,10 @@ def _reference_full_statistics(X, weights, means, expected_precision, offset):
         resp = np.exp(log_rho - np.logaddexp.reduce(log_rho))
         counts += w * resp
         first += w * resp[:, None] * completed
-        second += w * resp[:, None, None] * (
-            completed[:, :, None] * completed[:, None, :] + covariance
+        second += (
+            w
+            * resp[:, None, None]
+            * (completed[:, :, None] * completed[:, None, :] + covariance)
         )
         entropy += w * (resp @ completion_entropy - resp @ np.log(resp))
     return counts, first, second, entropy
@@ -287,7 +289,10 @@ def test_moments_with_nan_merge_exactly():
     )
     observed = ~np.isnan(X)
     mean = np.array(
-        [np.average(X[observed[:, j], j], weights=weights[observed[:, j]]) for j in range(4)]
+        [
+            np.average(X[observed[:, j], j], weights=weights[observed[:, j]])
+            for j in range(4)
+        ]
     )
     np.testing.assert_allclose(whole.shift, mean, rtol=1e-12)
     centred = np.where(observed, X - mean, 0.0)

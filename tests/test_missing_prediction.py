@@ -63,9 +63,9 @@ def _scipy_component_log_prob(estimator, x):
             shape = nu[k] * (1 + beta) / (beta * df) * covariances
         elif covariance_type == "diag":
             scale = np.sqrt(covariances[k] * (1 + beta) / beta)[observed]
-            log_prob[k] = stats.t(df=nu[k], loc=mean, scale=scale).logpdf(
-                x[observed]
-            ).sum()
+            log_prob[k] = (
+                stats.t(df=nu[k], loc=mean, scale=scale).logpdf(x[observed]).sum()
+            )
             continue
         else:
             df = n_features * nu[k]

@@ -14,13 +14,13 @@ from skbayesmix._state import (
     Statistics,
     sum_statistics,
 )
-from skbayesmix._tfp_backend._missing import incomplete_statistics
 from skbayesmix._tfp_backend._maths import (
     evidence_lower_bound,
     log_rho_offset,
     posterior_moments,
     update_posterior,
 )
+from skbayesmix._tfp_backend._missing import incomplete_statistics
 from skbayesmix._tfp_backend._statistics import (
     design_layout,
     expected_statistics,
@@ -111,7 +111,9 @@ def _coordinate_ascent(
             statistics = tf.nest.map_structure(
                 tf.add,
                 statistics,
-                incomplete_statistics(incomplete, posterior, moments, offset, structure),
+                incomplete_statistics(
+                    incomplete, posterior, moments, offset, structure
+                ),
             )
         new_posterior = update_posterior(
             statistics, prior, reg_covar, structure, weight_type
@@ -592,7 +594,10 @@ def chunk_statistics(
         )
     if split is None or X.shape[0]:
         step = compiled(
-            "chunk_statistics", covariance_type, weight_concentration_prior_type, X.dtype
+            "chunk_statistics",
+            covariance_type,
+            weight_concentration_prior_type,
+            X.dtype,
         )
         parts.append(
             step(*_tensors(X, weights, _float64(posterior), np.float64(reg_covar)))

@@ -73,7 +73,9 @@ def _completion_wishart(filled, observed, missing, means, precision):
         + (1.0 - observed)[:, None, :] * means[None]
         - tf.einsum("bkr,brd->bkd", solved, spread)
     )
-    identity = tf.eye(n_missing, batch_shape=[n_block, n_components], dtype=filled.dtype)
+    identity = tf.eye(
+        n_missing, batch_shape=[n_block, n_components], dtype=filled.dtype
+    )
     conditional = tf.linalg.cholesky_solve(chol, identity)  # [b, k, r, r]
     return quadratic, log_det, completed, conditional, spread
 
@@ -151,7 +153,10 @@ def incomplete_statistics(incomplete, posterior, moments, offset, structure):
         float64; its entropy term includes that of q(x_m | z).
     """
     values, weights, missing, blocks = incomplete
-    n_components, n_features = tf.shape(posterior.means)[0], tf.shape(posterior.means)[1]
+    n_components, n_features = (
+        tf.shape(posterior.means)[0],
+        tf.shape(posterior.means)[1],
+    )
     zeros = Statistics(
         tf.zeros([n_components], tf.float64),
         tf.zeros([n_components, n_features], tf.float64),

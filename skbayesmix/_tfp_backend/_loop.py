@@ -20,7 +20,7 @@ from skbayesmix._tfp_backend._maths import (
     posterior_moments,
     update_posterior,
 )
-from skbayesmix._tfp_backend._missing import incomplete_statistics
+from skbayesmix._tfp_backend._missing import incomplete_design, incomplete_statistics
 from skbayesmix._tfp_backend._statistics import (
     design_layout,
     expected_statistics,
@@ -77,6 +77,11 @@ def _coordinate_ascent(
     cold = warm <= 0.0
     layout = design_layout(tf.shape(X)[1], structure)
     held = held_design(X, structure, layout) if hold_design else None
+    # The rows with missing entries, 0 there, have a design fixed across
+    # iterations too; held with the complete rows' (see `holds_design`).
+    incomplete_held = None
+    if incomplete is not None and hold_design and structure.family == "wishart":
+        incomplete_held = incomplete_design(incomplete.values, layout)
     posterior = _unpack_posterior(
         posterior_init, tf.shape(resp_init)[1], tf.shape(prior_mean)[0], structure
     )
@@ -112,7 +117,7 @@ def _coordinate_ascent(
                 tf.add,
                 statistics,
                 incomplete_statistics(
-                    incomplete, posterior, moments, offset, structure
+                    incomplete, posterior, moments, offset, structure, incomplete_held
                 ),
             )
         new_posterior = update_posterior(
@@ -282,7 +287,9 @@ def _incomplete_spec(dtype):
         tf.TensorSpec([None, None], tf.as_dtype(dtype)),
         tf.TensorSpec([None], tf.float64),
         tf.TensorSpec([None, None], tf.int32),
-        tf.TensorSpec([None, 3], tf.int32),
+        tf.TensorSpec([None], tf.int32),
+        tf.TensorSpec([None, None], tf.int32),
+        tf.TensorSpec([None, 5], tf.int32),
     )
 
 
@@ -515,7 +522,13 @@ def fit_variational_posterior(
     else:
         n_components = resp_init.shape[1]
         posterior_init = _prior_as_posterior(prior, n_components, structure)
-    step = "loop" if holds_design(*X.shape, structure) else "loop_building_design"
+    # The held designs of the complete and the incomplete rows share one budget.
+    n_rows = X.shape[0] + (0 if split is None else split[2].values.shape[0])
+    step = (
+        "loop"
+        if holds_design(n_rows, X.shape[1], structure)
+        else "loop_building_design"
+    )
     if split is not None:
         step += "_missing"
     fit = compiled(step, covariance_type, weight_concentration_prior_type, dtype)

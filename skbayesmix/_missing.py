@@ -73,16 +73,14 @@ def split_incomplete(X, sample_weight):
     complete = n_missing == 0
     informative = (n_missing < X.shape[1]) & (sample_weight > 0) & ~complete
     rows = np.flatnonzero(informative)
-    max_missing = int(n_missing[rows].max()) if rows.size else 0
-    # Stable: each row's missing features first, in increasing order; the
-    # padding (its first observed features) is the same for rows of a pattern.
-    order = np.argsort(~missing[rows], axis=1, kind="stable")[:, :max_missing]
-    keys = np.column_stack([n_missing[rows], order])
-    unique_keys, pattern = np.unique(keys, axis=0, return_inverse=True)
-    pattern = pattern.reshape(-1)
+    masks, counts = missing[rows], n_missing[rows]
+    first_rows, pattern = _patterns_of(masks, counts)
+    # Rows by pattern, and patterns by number missing: blocks of one r.
     by_pattern = np.argsort(pattern, kind="stable")
-    rows, order, pattern = rows[by_pattern], order[by_pattern], pattern[by_pattern]
-    counts = n_missing[rows]
+    rows, pattern, counts = rows[by_pattern], pattern[by_pattern], counts[by_pattern]
+    max_missing = int(counts.max()) if rows.size else 0
+    # Stable: each pattern's missing features first, in increasing order.
+    patterns = np.argsort(~masks[first_rows], axis=1, kind="stable")[:, :max_missing]
     blocks = [
         (
             start,
@@ -99,12 +97,42 @@ def split_incomplete(X, sample_weight):
     incomplete = IncompleteRows(
         X[rows],
         np.asarray(sample_weight[rows], np.float64),
-        order.astype(np.int32),
+        patterns[pattern].astype(np.int32),
         pattern.astype(np.int32),
-        unique_keys[:, 1:].astype(np.int32),
+        patterns.astype(np.int32),
         np.asarray(blocks, np.int32).reshape(-1, 5),
     )
     return X[complete], sample_weight[complete], incomplete
+
+
+def _patterns_of(masks, counts):
+    """The distinct missingness patterns of rows, ordered by number missing.
+
+    Parameters
+    ----------
+    masks : bool ndarray of shape (n_rows, n_features)
+    counts : ndarray of shape (n_rows,)
+        The number missing of each row.
+
+    Returns
+    -------
+    first_rows : ndarray of shape (n_patterns,)
+        A row of each pattern.
+    pattern : ndarray of shape (n_rows,)
+        The pattern of each row, numbered by (number missing, pattern).
+    """
+    n_features = masks.shape[1]
+    if n_features <= 56:
+        # One int64 key per row, the count above the bits: a 1-D unique took a
+        # tenth of the time of np.unique(axis=0) on 1e5 x 16.
+        bits = masks.astype(np.int64) @ (np.int64(1) << np.arange(n_features))
+        keys = (counts.astype(np.int64) << n_features) | bits
+    else:
+        keys = np.column_stack([counts, np.packbits(masks, axis=1)])
+    _, first_rows, pattern = np.unique(
+        keys, axis=0 if keys.ndim == 2 else None, return_index=True, return_inverse=True
+    )
+    return first_rows, pattern.reshape(-1)
 
 
 def mean_imputed(X_standardised):

@@ -20,7 +20,7 @@ from skbayesmix._tfp_backend._maths import (
     posterior_moments,
     update_posterior,
 )
-from skbayesmix._tfp_backend._missing import incomplete_design, incomplete_statistics
+from skbayesmix._tfp_backend._missing import incomplete_statistics
 from skbayesmix._tfp_backend._statistics import (
     design_layout,
     expected_statistics,
@@ -77,11 +77,6 @@ def _coordinate_ascent(
     cold = warm <= 0.0
     layout = design_layout(tf.shape(X)[1], structure)
     held = held_design(X, structure, layout) if hold_design else None
-    # The rows with missing entries, 0 there, have a design fixed across
-    # iterations too; held with the complete rows' (see `holds_design`).
-    incomplete_held = None
-    if incomplete is not None and hold_design and structure.family == "wishart":
-        incomplete_held = incomplete_design(incomplete.values, layout)
     posterior = _unpack_posterior(
         posterior_init, tf.shape(resp_init)[1], tf.shape(prior_mean)[0], structure
     )
@@ -117,7 +112,7 @@ def _coordinate_ascent(
                 tf.add,
                 statistics,
                 incomplete_statistics(
-                    incomplete, posterior, moments, offset, structure, incomplete_held
+                    incomplete, posterior, moments, offset, structure
                 ),
             )
         new_posterior = update_posterior(
@@ -522,13 +517,7 @@ def fit_variational_posterior(
     else:
         n_components = resp_init.shape[1]
         posterior_init = _prior_as_posterior(prior, n_components, structure)
-    # The held designs of the complete and the incomplete rows share one budget.
-    n_rows = X.shape[0] + (0 if split is None else split[2].values.shape[0])
-    step = (
-        "loop"
-        if holds_design(n_rows, X.shape[1], structure)
-        else "loop_building_design"
-    )
+    step = "loop" if holds_design(*X.shape, structure) else "loop_building_design"
     if split is not None:
         step += "_missing"
     fit = compiled(step, covariance_type, weight_concentration_prior_type, dtype)

@@ -125,6 +125,12 @@ def _sklearn_references(app, what, name, obj, options, lines):
 
     for i, line in enumerate(lines):
         line = re.sub(r":ref:`([^`<]+?)\s*<([^>`]+)>`", label, line)
+        # A bare label (set_output cites a gallery example) goes to the gallery.
+        line = re.sub(
+            r":ref:`([^`<>]+)`",
+            f"`an example <{_SKLEARN_DOCS}auto_examples/index.html>`__",
+            line,
+        )
         lines[i] = re.sub(r":term:`([^`]+)`", r"*\1*", line)
 
 

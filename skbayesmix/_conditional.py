@@ -118,6 +118,31 @@ def _solve(matrices, b):
     return np.linalg.solve(matrices, b[..., None])[..., 0]
 
 
+def _incomplete_rows(fitted, X):
+    """A float64 copy of X, its NaN mask, its rows with NaN and their resp.
+
+    Returns
+    -------
+    X_copy : ndarray of shape (n_samples, n_features)
+    missing : bool ndarray of shape (n_samples, n_features)
+    rows : ndarray of shape (n_rows,)
+        The rows with at least one NaN.
+    incomplete : ndarray of shape (n_rows, n_features)
+        A copy of those rows, to be completed and written back.
+    resp : ndarray of shape (n_rows, n_components)
+        Their responsibilities under the marginals over their observed features
+        (`predict_proba`); None when no row has a NaN.
+    """
+    X_copy = np.array(X, dtype=np.float64)
+    missing = np.isnan(X_copy)
+    rows = np.flatnonzero(missing.any(axis=1))
+    incomplete = X_copy[rows]
+    if rows.size == 0:
+        return X_copy, missing, rows, incomplete, None
+    resp = np.asarray(fitted.predict_proba(incomplete), np.float64)
+    return X_copy, missing, rows, incomplete, resp
+
+
 def conditional_expectation(fitted, X):
     """Each row with its missing entries set to E[x_m | x_o] under the predictive.
 
@@ -135,13 +160,9 @@ def conditional_expectation(fitted, X):
         Float64; observed entries as given. A row with every feature missing
         gets the predictive mean, sum_k weights_k means_k.
     """
-    X_filled = np.array(X, dtype=np.float64)
-    missing = np.isnan(X_filled)
-    rows = np.flatnonzero(missing.any(axis=1))
+    X_filled, missing, rows, incomplete, resp = _incomplete_rows(fitted, X)
     if rows.size == 0:
         return X_filled
-    incomplete = X_filled[rows]
-    resp = np.asarray(fitted.predict_proba(incomplete), np.float64)  # [n, K]
     means = np.asarray(fitted.means_, dtype=np.float64)
     n_components, n_features = means.shape
     if fitted.covariance_type in ("diag", "spherical"):
@@ -181,13 +202,9 @@ def conditional_draws(fitted, X, rng):
     X_drawn : ndarray of shape (n_samples, n_features)
         Float64; observed entries as given.
     """
-    X_drawn = np.array(X, dtype=np.float64)
-    missing = np.isnan(X_drawn)
-    rows = np.flatnonzero(missing.any(axis=1))
+    X_drawn, missing, rows, incomplete, resp = _incomplete_rows(fitted, X)
     if rows.size == 0:
         return X_drawn
-    incomplete = X_drawn[rows]
-    resp = np.asarray(fitted.predict_proba(incomplete), np.float64)  # [n, K]
     cumulative = np.cumsum(resp, axis=1)
     uniform = rng.uniform(size=(rows.size, 1)) * cumulative[:, -1:]
     components = np.minimum((uniform > cumulative).sum(axis=1), resp.shape[1] - 1)

@@ -226,9 +226,8 @@ def _wishart_statistics(incomplete, posterior, moments, offset, structure):
         tf.constant(0.0, tf.float64),
     )
 
-    def add_block(block, totals):
-        start, size, n_missing, first_pattern, n_patterns = tf.unstack(blocks[block])
-        statistics = _wishart_block_sums(
+    def statistics_of_block(start, size, n_missing, first_pattern, n_patterns):
+        return _wishart_block_sums(
             tf.slice(values, [start, 0], [size, -1]),
             tf.slice(weights, [start], [size]),
             tf.slice(missing, [start, 0], [size, n_missing]),
@@ -238,14 +237,8 @@ def _wishart_statistics(incomplete, posterior, moments, offset, structure):
             offset,
             terms,
         )
-        return block + 1, tf.nest.map_structure(tf.add, totals, statistics)
 
-    _, totals = tf.while_loop(
-        lambda block, totals: block < tf.shape(blocks)[0],
-        add_block,
-        (tf.constant(0), zeros),
-        parallel_iterations=1,
-    )
+    totals = _sum_over_blocks(blocks, statistics_of_block, zeros)
     if not structure.shared:
         return totals
     return totals._replace(
@@ -324,9 +317,8 @@ def incomplete_statistics(incomplete, posterior, moments, offset, structure):
         tf.constant(0.0, tf.float64),
     )
 
-    def add_block(block, totals):
-        start, size = blocks[block][0], blocks[block][1]
-        stats = _gamma_block_statistics(
+    def statistics_of_block(start, size, *_):
+        return _gamma_block_statistics(
             tf.slice(values, [start, 0], [size, -1]),
             tf.slice(weights, [start], [size]),
             posterior,
@@ -334,7 +326,26 @@ def incomplete_statistics(incomplete, posterior, moments, offset, structure):
             offset,
             structure,
         )
-        return block + 1, tf.nest.map_structure(tf.add, totals, stats)
+
+    return _sum_over_blocks(blocks, statistics_of_block, zeros)
+
+
+def _sum_over_blocks(blocks, statistics_of_block, zeros):
+    """sum_b statistics_of_block(*blocks[b]) over the rows of `blocks`.
+
+    Parameters
+    ----------
+    blocks : int32 Tensor of shape (n_blocks, 5)
+        `IncompleteRows.blocks`.
+    statistics_of_block : callable
+        Takes the five entries of a row of `blocks` as scalar Tensors.
+    zeros : nested structure of Tensors
+        Zero totals, in the structure that `statistics_of_block` returns.
+    """
+
+    def add_block(block, totals):
+        statistics = statistics_of_block(*tf.unstack(blocks[block]))
+        return block + 1, tf.nest.map_structure(tf.add, totals, statistics)
 
     _, totals = tf.while_loop(
         lambda block, totals: block < tf.shape(blocks)[0],

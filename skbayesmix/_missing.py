@@ -30,13 +30,11 @@ class IncompleteRows(NamedTuple):
     values : ndarray of shape (n_rows, n_features)
         The rows, NaN where missing, in X's dtype.
     sample_weight : ndarray of shape (n_rows,), float64
-    missing : int32 ndarray of shape (n_rows, max_missing)
-        The indices of each row's missing features first, in increasing order;
-        the rest of the row is padding.
     pattern : int32 ndarray of shape (n_rows,)
         The index of each row's pattern in `patterns`.
     patterns : int32 ndarray of shape (n_patterns, max_missing)
-        The missing features of each pattern, as in `missing`.
+        The indices of each pattern's missing features first, in increasing
+        order; the rest of the row is padding.
     blocks : int32 ndarray of shape (n_blocks, 5)
         (first row, number of rows, number of missing features, first pattern,
         number of patterns) of each block.
@@ -44,7 +42,6 @@ class IncompleteRows(NamedTuple):
 
     values: np.ndarray
     sample_weight: np.ndarray
-    missing: np.ndarray
     pattern: np.ndarray
     patterns: np.ndarray
     blocks: np.ndarray
@@ -97,7 +94,6 @@ def split_incomplete(X, sample_weight):
     incomplete = IncompleteRows(
         X[rows],
         np.asarray(sample_weight[rows], np.float64),
-        patterns[pattern].astype(np.int32),
         pattern.astype(np.int32),
         patterns.astype(np.int32),
         np.asarray(blocks, np.int32).reshape(-1, 5),

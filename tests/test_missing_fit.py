@@ -175,7 +175,9 @@ def test_split_sorts_rows_by_number_missing_and_drops_empty_rows():
     complete, weights, incomplete = split_incomplete(X, np.array([1, 2, 3, 4.0]))
     np.testing.assert_array_equal(complete, X[:1])
     np.testing.assert_array_equal(incomplete.sample_weight, [4.0, 2.0])
-    np.testing.assert_array_equal(incomplete.missing, [[1, 0], [0, 2]])
+    np.testing.assert_array_equal(
+        incomplete.patterns[incomplete.pattern], [[1, 0], [0, 2]]
+    )
     np.testing.assert_array_equal(incomplete.pattern, [0, 1])
     np.testing.assert_array_equal(incomplete.patterns, [[1, 0], [0, 2]])
     # (first row, rows, missing features, first pattern, patterns) per block

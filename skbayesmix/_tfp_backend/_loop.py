@@ -281,7 +281,6 @@ def _incomplete_spec(dtype):
     return IncompleteRows(
         tf.TensorSpec([None, None], tf.as_dtype(dtype)),
         tf.TensorSpec([None], tf.float64),
-        tf.TensorSpec([None, None], tf.int32),
         tf.TensorSpec([None], tf.int32),
         tf.TensorSpec([None, None], tf.int32),
         tf.TensorSpec([None, 5], tf.int32),

@@ -99,9 +99,7 @@ def _of_components(vectors, index):
     return tf.transpose(tf.gather(vectors, index, axis=1), [1, 0, 2])
 
 
-def _wishart_block_sums(
-    values, weights, missing, pattern, patterns, means, offset, terms
-):
+def _wishart_block_sums(values, weights, pattern, patterns, means, offset, terms):
     """The E-step and statistics of one block of rows that miss r features each.
 
     With x~ the row with 0 at its missing features m, delta = x~ - m_k off m
@@ -131,7 +129,8 @@ def _wishart_block_sums(
     filled = tf.where(tf.math.is_nan(x), tf.zeros_like(x), x)
     n_block, n_features = tf.shape(x)[0], tf.shape(x)[1]
     n_components = tf.shape(means)[0]
-    n_missing = tf.shape(missing)[1]
+    missing = tf.gather(patterns, pattern)  # [b, r]: each row's missing features
+    n_missing = tf.shape(patterns)[1]
     # Per pattern and component: A_mm, its Cholesky factor, log |A_mm|, A_mm^-1.
     block = _missing_blocks(terms.precision, patterns)  # [p, k, r, r]
     chol = tf.linalg.cholesky(block)
@@ -215,7 +214,7 @@ def _wishart_block_sums(
 
 def _wishart_statistics(incomplete, posterior, moments, offset, structure):
     """`incomplete_statistics` of a Wishart ('full', 'tied'), by blocks."""
-    values, weights, missing, pattern, patterns, blocks = incomplete
+    values, weights, pattern, patterns, blocks = incomplete
     terms = _wishart_terms(posterior, moments)
     n_components = tf.shape(posterior.means)[0]
     n_features = tf.shape(posterior.means)[1]
@@ -230,7 +229,6 @@ def _wishart_statistics(incomplete, posterior, moments, offset, structure):
         return _wishart_block_sums(
             tf.slice(values, [start, 0], [size, -1]),
             tf.slice(weights, [start], [size]),
-            tf.slice(missing, [start, 0], [size, n_missing]),
             tf.slice(pattern, [start], [size]) - first_pattern,
             tf.slice(patterns, [first_pattern, 0], [n_patterns, n_missing]),
             posterior.means,
@@ -305,7 +303,7 @@ def incomplete_statistics(incomplete, posterior, moments, offset, structure):
     """
     if structure.family == "wishart":
         return _wishart_statistics(incomplete, posterior, moments, offset, structure)
-    values, weights, _, _, _, blocks = incomplete
+    values, weights, _, _, blocks = incomplete
     n_components, n_features = (
         tf.shape(posterior.means)[0],
         tf.shape(posterior.means)[1],

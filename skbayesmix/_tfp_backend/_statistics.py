@@ -15,16 +15,19 @@
 # HELD_DESIGN_MAX_ELEMENTS; otherwise, and for chunks fed one at a time, it is
 # built per block, so no (n_samples, n_design) array beyond that budget is held.
 #
-# Precision. Sums over samples are float64 whatever X's dtype: float32 sums over
+# Precision. Sums over blocks are float64 whatever X's dtype: float32 sums over
 # 1e5+ rows lose the digits that the scatter (second moment minus squared mean)
-# and the convergence test need. The design is built in float64, where x_i x_j
-# of float32 inputs is exact. For float32 X the E-step GEMM runs in float32 where
-# that pays (on a held design's float32 copy, and on a Wishart's wide design;
-# see `_block_log_rho`), except where the float32 expansion d(x) . c_k could
-# lose more than _MAX_MAHALANOBIS_ERROR: an ill-conditioned E[Lambda] makes the
-# terms of d . c large while their sum is small. The bound is checked per row,
-# so far outliers send only their own rows to float64, and one near-singular
-# component every row.
+# and the convergence test need. For float32 X the design is float32 and both
+# GEMMs of a block run in float32, a block's sums then added up in float64:
+# float32 GEMMs ran these shapes about twice as fast as float64 ones, and a
+# float32 statistics GEMM was the half of the flops a float64 one left slow.
+# Where the float32 expansion d(x) . c_k could lose more than
+# _MAX_MAHALANOBIS_ERROR (an ill-conditioned E[Lambda] makes the terms of d . c
+# large while their sum is small), the row is done in float64 throughout, from
+# its exact float64 design (x_i x_j of float32 inputs is exact in float64). The
+# bound is checked per row and per component that matters, so far outliers
+# send only their own rows to float64, and one near-singular component only
+# the rows near it (see `_block_e_step`).
 
 from typing import Any, NamedTuple
 
@@ -38,8 +41,8 @@ from skbayesmix._tfp_backend._maths import precision_times
 # the two GEMMs per block are still large enough to run at full speed.
 BLOCK_SIZE = 4096
 
-# Largest float64 design of one block, in elements (1 MB, half a core's L2
-# cache, leaving room for its float32 copy and the [k, b] temporaries), unless
+# Largest design of one block, in elements (1 MB in float64, half a core's L2
+# cache, leaving room for the [k, b] temporaries), unless
 # that leaves fewer than _MIN_BLOCK_ROWS rows (see `block_rows`).
 _BLOCK_DESIGN_ELEMENTS = 2**17
 _MIN_BLOCK_ROWS = 128
@@ -47,11 +50,14 @@ _MIN_BLOCK_ROWS = 128
 # Largest tolerated rounding error of a float32 Mahalanobis term, in nats * 2.
 _MAX_MAHALANOBIS_ERROR = 0.05
 
+# log rho this far below a row's best is r < 1e-13 of it: its rounding is moot.
+_NEGLIGIBLE_LOG_RHO = 30.0
+
 # Largest design (in float64 elements, 256 MB) that a full-batch fit builds once
 # and keeps for all its iterations. Rebuilding it per block and iteration cost
 # 20-45% of an iteration on 1e6 x 16 'diag' and 6e4 x 16 'full'; beyond this
 # size, as for 'full' on 1e6 rows, the design is built per block and never held.
-# A float32 fit holds a float32 copy besides, half as much again (see HeldDesign).
+# A float32 fit holds it in float32, half as much (see HeldDesign).
 HELD_DESIGN_MAX_ELEMENTS = 2**25
 
 
@@ -182,13 +188,9 @@ class HeldDesign(NamedTuple):
     so that each block reads a contiguous slab, the layout the per-block GEMMs
     want.
 
-    design : float64 Tensor of shape (n_blocks, n_design, block_rows)
-        `transposed_design` of every row, zero-padded to whole blocks.
-    low : Tensor of X's dtype, of the same shape
-        The operand of a float32 E-step GEMM; `design` itself for float64 X.
-        Casting the design per block and iteration took as long as the float32
-        GEMM saved; held, the GEMM of 1e6 x 16 'diag' takes 25 instead of 62 ms
-        per iteration, for half as much memory again.
+    design : Tensor of X's dtype, of shape (n_blocks, n_design, block_rows)
+        `transposed_design` of every row, zero-padded to whole blocks, in X's
+        dtype: both GEMMs of a float32 fit run on it.
     squared_norms : float64 Tensor of shape (n_blocks, block_rows), or None for \
 float64 X
         ||x_a||^2 = ||x||^2 + 1 of each row: the float32 error bound's factor,
@@ -196,7 +198,6 @@ float64 X
     """
 
     design: Any
-    low: Any
     squared_norms: Any
 
 
@@ -210,24 +211,29 @@ def held_design(X, structure, layout):
     n_samples = tf.shape(X)[0]
     rows = block_rows(tf.shape(X)[1], structure)
     n_blocks = (n_samples + rows - 1) // rows
-    padded = tf.pad(tf.cast(X, tf.float64), [[0, n_blocks * rows - n_samples], [0, 0]])
+    padded = tf.pad(X, [[0, n_blocks * rows - n_samples], [0, 0]])
     design_t = transposed_design(padded, structure, layout)  # [m, n_blocks * B]
     slabs = tf.reshape(design_t, [tf.shape(design_t)[0], n_blocks, rows])
     design = tf.transpose(slabs, [1, 0, 2])
     if X.dtype == tf.float64:
-        return HeldDesign(design, design, None)
+        return HeldDesign(design, None)
     squared_norms = 1.0 + tf.reshape(
-        tf.reduce_sum(tf.square(padded), axis=1), [n_blocks, rows]
+        tf.reduce_sum(tf.square(tf.cast(padded, tf.float64)), axis=1),
+        [n_blocks, rows],
     )
-    return HeldDesign(design, tf.cast(design, X.dtype), squared_norms)
+    return HeldDesign(design, squared_norms)
 
 
 def _block_design(X, held, block, start, size, structure, layout):
-    """The float64 design of rows start:start + size (block `block`), held or built."""
+    """The design of rows start:start + size (block `block`) in X's dtype, held or built."""
     if held is not None:
         return held.design[block][:, :size]
-    rows = tf.cast(tf.slice(X, [start, 0], [size, -1]), tf.float64)
-    return transposed_design(rows, structure, layout)
+    return transposed_design(tf.slice(X, [start, 0], [size, -1]), structure, layout)
+
+
+def _exact_design(rows, structure, layout):
+    """The float64 design of some rows of X: exact, as x_i x_j of float32 is."""
+    return transposed_design(tf.cast(rows, tf.float64), structure, layout)
 
 
 def mahalanobis_coefficients(means, moments, structure, layout):
@@ -441,24 +447,29 @@ def expected_statistics(
     coefficients = mahalanobis_coefficients(
         posterior.means, moments, structure, layout
     )  # [k, m]
-    log_rho = _block_log_rho(X, held, coefficients, offset, structure)
+    e_step = _block_e_step(X, held, coefficients, offset, structure, layout)
 
     def statistics_of_block(block, start, size):
         weight = tf.slice(sample_weight, [start], [size])
-        design_sum = _block_design(X, held, block, start, size, structure, layout)
-
-        def e_step():
-            return _weighted_responsibilities(log_rho(block, size, design_sum), weight)
-
+        design = _block_design(X, held, block, start, size, structure, layout)
         if resp_init is None:
-            weighted_resp, entropy = e_step()
-        else:
-            weighted_resp, entropy = tf.cond(
-                use_resp_init,
-                lambda: _given_responsibilities(resp_init, weight, start, size),
-                e_step,
+            return e_step(block, start, size, design, weight)
+
+        def given():
+            if X.dtype == tf.float64:
+                exact = design
+            else:
+                exact = _exact_design(
+                    tf.slice(X, [start, 0], [size, -1]), structure, layout
+                )
+            weighted_resp, entropy = _given_responsibilities(
+                resp_init, weight, start, size
             )
-        return _design_sums(design_sum, weighted_resp), entropy
+            return _design_sums(exact, weighted_resp), entropy
+
+        return tf.cond(
+            use_resp_init, given, lambda: e_step(block, start, size, design, weight)
+        )
 
     totals = _sum_over_blocks(
         n_samples,
@@ -469,16 +480,33 @@ def expected_statistics(
     return unpack_statistics(*totals, n_features, structure, layout)
 
 
-def _block_log_rho(X, held, coefficients, offset, structure):
-    """log rho_kn = offset_k - E[(x_n - m_k)^T Lambda_k (x_n - m_k)] / 2, by block.
+def _block_e_step(X, held, coefficients, offset, structure, layout):
+    """The E-step and the statistics of one block of rows, in X's dtype where safe.
+
+    log rho_kn = offset_k - E[(x_n - m_k)^T Lambda_k (x_n - m_k)] / 2 is one
+    GEMM, the statistics sum_n w_n r_kn d(x_n) another. For float32 X both run
+    in float32, on the float32 design, and each block's sums are added up in
+    float64. A row whose float32 E-step could lose more than
+    _MAX_MAHALANOBIS_ERROR (see `_log_rho_bound`) is done in float64 throughout:
+    its log rho, from its exact float64 design, and its part of the sums.
+
+    The same bound keeps the float32 sums accurate. A row's float32 terms are
+    off by about eps (1 + sqrt(b)) ||x_a||^2 w r_k, over a block of b rows. For
+    each component k with a say in the row, the bound holds
+    eps sqrt(m) ||c_k|| ||x_a||^2 below 0.05, where ||c_k|| is at least the
+    largest eigenvalue of E[Lambda_k], that is nu_k over the smallest
+    eigenvalue of the Wishart's scale inverse W_k^-1. The sums of a
+    component's rows, with random rounding errors, then move W_k^-1 by a
+    relative 0.05 sqrt(b / m) / sqrt(N_k) or less: 1e-4 at N_k = 1000 in
+    blocks of 832 rows for D = 16.
 
     Returns
     -------
-    log_rho : callable
-        log_rho(block, size, design_t) gives the float64 [k, b] log rho of the
-        `size` rows of block number `block`, whose float64 design is design_t:
-        one GEMM in X's dtype, with the rows whose rounding bound fails redone
-        in float64 (see the module's comment).
+    e_step : callable
+        e_step(block, start, size, design_t, weight) gives the block's
+        (design_sums, entropy) (`_design_sums`, `_weighted_responsibilities`),
+        float64, for the `size` rows from `start` of block number `block`
+        whose design, in X's dtype, is design_t.
     """
     n_features = tf.shape(X)[1]
     # The GEMM yields log rho directly, the offset carried by the constant
@@ -498,79 +526,138 @@ def _block_log_rho(X, held, coefficients, offset, structure):
         # 'full'.
         return tf.linalg.matmul(log_rho_coefficients, design_t)  # [k, b]
 
-    compute_dtype = X.dtype
-    # The E-step GEMM of float32 X runs in float32 where that pays: on a held
-    # design's float32 copy, and on a Wishart's design, (D + 1)(D + 2) / 2 wide,
-    # cast per block. A 'diag' or 'spherical' design built per block is only
-    # 2 D + 1 or D + 2 wide, and its cast cost more than the float32 GEMM saved:
-    # 21 warm iterations on 1e6 x 16 float32 'diag' took 4.55-4.60 s that way,
-    # 4.25-4.40 s in float64.
-    if compute_dtype == tf.float64 or (held is None and structure.family != "wishart"):
-        return lambda block, size, design_t: in_float64(design_t)
+    if X.dtype == tf.float64:
 
-    low_coefficients = tf.cast(half_coefficients, compute_dtype)
-    n_design = tf.cast(tf.shape(coefficients)[1], tf.float64)
-    # |fl(d . c) - d . c| <~ (1 + sqrt(m)) eps ||d|| ||c||, and
-    # ||d(x)|| <= ||x_a||^2 = ||x||^2 + 1 for every structure's design.
-    error_per_design_norm = (
-        (1.0 + tf.sqrt(n_design))
-        * np.finfo(np.float32).eps
-        * tf.reduce_max(tf.norm(coefficients, axis=1))
-    )
+        def e_step(block, start, size, design_t, weight):
+            weighted_resp, entropy = _weighted_responsibilities(
+                in_float64(design_t), weight
+            )
+            return _design_sums(design_t, weighted_resp), entropy
 
-    def log_rho(block, size, design_t):
+        return e_step
+
+    low_dtype = X.dtype
+    low_coefficients = tf.cast(half_coefficients, low_dtype)
+    error_per_design_norm = _log_rho_bound(coefficients)
+
+    def e_step(block, start, size, design_t, weight):
         if held is not None:
             design_norms = held.squared_norms[block][:size]
-            low_design = held.low[block][:, :size]
         else:
-            # Built per block, the design is a Wishart's, whose first n rows
-            # (window 0) are the squares x_a[i]^2: two ops, not a pass over X.
-            design_norms = tf.reduce_sum(design_t[: n_features + 1], axis=0)  # [b]
-            low_design = tf.cast(design_t, compute_dtype)
-        # Only the GEMM runs in the compute dtype. TF's vectorised float32 exp
-        # rounds a block's ragged tail differently, so a float32 softmax made a
-        # row's r depend, by an ulp, on where its block ended. The offset is
-        # added in float64: in float32, folded into the constant term, it
-        # measurably moved the ELBO.
-        low = offset[:, None] + tf.cast(
-            tf.linalg.matmul(low_coefficients, low_design), tf.float64
+            design_norms = _squared_norms(design_t, n_features, structure)
+        # Only the GEMMs run in float32. TF's vectorised float32 exp rounds a
+        # block's ragged tail differently, so a float32 softmax made a row's r
+        # depend, by an ulp, on where its block ended. The offset is added in
+        # float64: in float32, folded into the constant term, it measurably
+        # moved the ELBO.
+        log_rho = offset[:, None] + tf.cast(
+            tf.linalg.matmul(low_coefficients, design_t), tf.float64
         )  # [k, b]
         # The bound is checked per row: at D = 32 nearly every block of 4096
         # rows held one whose bound failed, which sent whole blocks to float64
         # and made float32 fits slower than float64 ones.
-        exposed = error_per_design_norm * design_norms >= _MAX_MAHALANOBIS_ERROR
-        return tf.cond(
-            tf.reduce_any(exposed),
-            lambda: _in_float64_where(exposed, low, design_t, in_float64),
-            lambda: low,
-        )
+        exposed = _exposed_rows(log_rho, error_per_design_norm, design_norms)
 
-    return log_rho
+        def in_low_dtype():
+            weighted_resp, entropy = _weighted_responsibilities(log_rho, weight)
+            return _low_design_sums(design_t, weighted_resp), entropy
+
+        def with_exposed_rows():
+            rows = tf.where(exposed)[:, 0]
+            exact = _exact_design(
+                tf.gather(tf.slice(X, [start, 0], [size, -1]), rows),
+                structure,
+                layout,
+            )  # [m, r]
+            mixed_log_rho = tf.transpose(
+                tf.tensor_scatter_nd_update(
+                    tf.transpose(log_rho),
+                    rows[:, None],
+                    tf.transpose(in_float64(exact)),
+                )
+            )
+            weighted_resp, entropy = _weighted_responsibilities(mixed_log_rho, weight)
+            exposed_resp = tf.gather(weighted_resp, rows, axis=1)
+            kept_resp = weighted_resp * tf.cast(tf.logical_not(exposed), tf.float64)
+            return (
+                _low_design_sums(design_t, kept_resp)
+                + _design_sums(exact, exposed_resp),
+                entropy,
+            )
+
+        return tf.cond(tf.reduce_any(exposed), with_exposed_rows, in_low_dtype)
+
+    return e_step
 
 
-def _in_float64_where(exposed, low_log_rho, design_t, in_float64):
-    """log rho with the columns of the `exposed` rows redone by `in_float64`.
+def _log_rho_bound(coefficients):
+    """Bound on each component's float32 log rho rounding error, per ||x_a||^2.
 
-    Parameters
-    ----------
-    exposed : bool Tensor of shape (n_block,)
-    low_log_rho : float64 Tensor of shape (n_components, n_block)
-        log rho from the float32 GEMM.
-    design_t : float64 Tensor of shape (n_design, n_block)
-    in_float64 : callable
-        The float64 GEMM of a (n_design, n_rows) design, giving (n_components,
-        n_rows).
+    |fl(d . c) - d . c| <~ (1 + sqrt(m)) eps ||d|| ||c||, and
+    ||d(x)|| <= ||x_a||^2 = ||x||^2 + 1 for every structure's design.
 
     Returns
     -------
-    log_rho : float64 Tensor of shape (n_components, n_block)
+    bound : float64 Tensor of shape (n_components,)
     """
-    rows = tf.where(exposed)  # [r, 1]
-    exact = in_float64(tf.gather(design_t, rows[:, 0], axis=1))  # [k, r]
-    return tf.transpose(
-        tf.tensor_scatter_nd_update(
-            tf.transpose(low_log_rho), rows, tf.transpose(exact)
-        )
+    n_design = tf.cast(tf.shape(coefficients)[1], tf.float64)
+    return (
+        (1.0 + tf.sqrt(n_design))
+        * np.finfo(np.float32).eps
+        * tf.norm(coefficients, axis=1)
+    )
+
+
+def _exposed_rows(log_rho, error_per_design_norm, design_norms):
+    """The rows whose float32 log rho could be off by _MAX_MAHALANOBIS_ERROR.
+
+    Only components that could matter count: one whose log rho, even raised by
+    its error bound, stays _NEGLIGIBLE_LOG_RHO below the row's best lowered by
+    its own has r < 1e-13 whatever the rounding. A tight component's large
+    c_k then exposes only the rows near it, not every row of the data.
+
+    Parameters
+    ----------
+    log_rho : float64 Tensor of shape (n_components, n_block)
+        From the float32 GEMM.
+    error_per_design_norm : float64 Tensor of shape (n_components,)
+        `_log_rho_bound`.
+    design_norms : float64 Tensor of shape (n_block,)
+
+    Returns
+    -------
+    exposed : bool Tensor of shape (n_block,)
+    """
+    error = error_per_design_norm[:, None] * design_norms[None, :]  # [k, b]
+    best = tf.reduce_max(log_rho - error, axis=0)  # [b]
+    matters = log_rho + error >= best - _NEGLIGIBLE_LOG_RHO
+    return tf.reduce_any(
+        tf.logical_and(error >= _MAX_MAHALANOBIS_ERROR, matters), axis=0
+    )
+
+
+def _squared_norms(design_t, n_features, structure):
+    """||x_a||^2 = ||x||^2 + 1 of each row, read off its design's squares.
+
+    Returns
+    -------
+    squared_norms : float64 Tensor of shape (n_block,)
+    """
+    if structure.family == "wishart":
+        # Window 0 holds the squares x_a[i]^2, the constant's among them.
+        squares = tf.reduce_sum(design_t[: n_features + 1], axis=0)
+        return tf.cast(squares, tf.float64)
+    if structure.scale_inverse_rank == 1:
+        squares = tf.reduce_sum(design_t[:n_features], axis=0)
+    else:
+        squares = design_t[0]
+    return 1.0 + tf.cast(squares, tf.float64)
+
+
+def _low_design_sums(design_t, weighted_resp):
+    """`_design_sums` as a GEMM in the design's dtype, returned in float64."""
+    return tf.cast(
+        _design_sums(design_t, tf.cast(weighted_resp, design_t.dtype)), tf.float64
     )
 
 
@@ -592,7 +679,9 @@ def responsibility_statistics(X, sample_weight, resp, structure):
     layout = design_layout(n_features, structure)
 
     def statistics_of_block(block, start, size):
-        design = _block_design(X, None, block, start, size, structure, layout)
+        design = _exact_design(
+            tf.slice(X, [start, 0], [size, -1]), structure, layout
+        )
         weighted_resp, entropy = _given_responsibilities(
             resp, tf.slice(sample_weight, [start], [size]), start, size
         )

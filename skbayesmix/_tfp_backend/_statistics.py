@@ -225,7 +225,7 @@ def held_design(X, structure, layout):
 
 
 def _block_design(X, held, block, start, size, structure, layout):
-    """The design of rows start:start + size (block `block`) in X's dtype, held or built."""
+    """The design of rows start:start + size (block `block`), in X's dtype."""
     if held is not None:
         return held.design[block][:, :size]
     return transposed_design(tf.slice(X, [start, 0], [size, -1]), structure, layout)
@@ -679,9 +679,7 @@ def responsibility_statistics(X, sample_weight, resp, structure):
     layout = design_layout(n_features, structure)
 
     def statistics_of_block(block, start, size):
-        design = _exact_design(
-            tf.slice(X, [start, 0], [size, -1]), structure, layout
-        )
+        design = _exact_design(tf.slice(X, [start, 0], [size, -1]), structure, layout)
         weighted_resp, entropy = _given_responsibilities(
             resp, tf.slice(sample_weight, [start], [size]), start, size
         )

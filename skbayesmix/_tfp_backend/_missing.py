@@ -99,6 +99,20 @@ def _of_components(vectors, index):
     return tf.transpose(tf.gather(vectors, index, axis=1), [1, 0, 2])
 
 
+def _pattern_cells(patterns, n_components, n_features):
+    """Flat indices of each pattern's missing entries, for every component.
+
+    Returns
+    -------
+    columns : int32 Tensor of shape (n_patterns, n_components, r)
+        k D + m_i: the entries (k, m_i) of a [K, D] array.
+    pairs : int32 Tensor of shape (n_patterns, n_components, r, r)
+        (k D + m_i) D + m_j: the entries (k, m_i, m_j) of a [K, D, D] array.
+    """
+    columns = tf.range(n_components)[None, :, None] * n_features + patterns[:, None, :]
+    return columns, columns[:, :, :, None] * n_features + patterns[:, None, None, :]
+
+
 def _wishart_block_sums(values, weights, pattern, patterns, means, offset, terms):
     """The E-step and statistics of one block of rows that miss r features each.
 
@@ -106,18 +120,23 @@ def _wishart_block_sums(values, weights, pattern, patterns, means, offset, terms
     and 0 on m, P = A x~ (one GEMM for all k), v = P_m,
     u = (A delta)_m = v + A_mm m_m - (A m)_m and
 
-        delta^T A delta = (x~ - 2 m)^T P + m^T A m + 2 m_m . (v - (A m)_m)
-                          + m_m^T A_mm m_m.
+        delta^T A delta = (x~ - 2 m)^T P + m^T A m + 2 m_m . v
+                          + m_m^T A_mm m_m - 2 m_m . (A m)_m,
 
-    The conditional mean of x_m is t = m_m - A_mm^-1 u; with e the row that
-    holds t on m and 0 elsewhere, the completed row is x~ + e, and
+    the last two terms per pattern. The conditional mean of x_m is
+    t = m_m - A_mm^-1 u; with e the row that holds t on m and 0 elsewhere, the
+    completed row is x~ + e, and
 
         sum_n w r (x~ + e)(x~ + e)^T = sym(sum_n x~ [w r (x~ + 2 e)]^T)
-                                       + sum_n w r e e^T,
+                                       + sum_n w r (t t^T + A_mm^-1) on m x m,
 
-    the first term one GEMM, the second, with the conditional covariance
-    A_mm^-1, a sum of small r x r terms. A_mm, its factor and its inverse are
-    computed per pattern.
+    the first term one GEMM, the second a sum of small r x r terms. The rows
+    of a block are sorted by pattern (`skbayesmix._missing.split_incomplete`):
+    everything that depends on the pattern only (A_mm, its factor and inverse,
+    and where its entries go in [K, D, D]) is computed per pattern, and the
+    r x r terms are summed per pattern before they are placed, since
+    per-row index arithmetic and scatters over [rows, K, r, r] cost more than
+    the GEMMs.
 
     Returns
     -------
@@ -129,85 +148,95 @@ def _wishart_block_sums(values, weights, pattern, patterns, means, offset, terms
     filled = tf.where(tf.math.is_nan(x), tf.zeros_like(x), x)
     n_block, n_features = tf.shape(x)[0], tf.shape(x)[1]
     n_components = tf.shape(means)[0]
-    missing = tf.gather(patterns, pattern)  # [b, r]: each row's missing features
     n_missing = tf.shape(patterns)[1]
+    r = tf.cast(n_missing, tf.float64)
     # Per pattern and component: A_mm, its Cholesky factor, log |A_mm|, A_mm^-1.
     block = _missing_blocks(terms.precision, patterns)  # [p, k, r, r]
     chol = tf.linalg.cholesky(block)
     log_det = 2.0 * tf.reduce_sum(tf.math.log(tf.linalg.diag_part(chol)), axis=-1)
-    identity = tf.eye(n_missing, batch_shape=tf.shape(block)[:2], dtype=tf.float64)
-    inverse = tf.gather(tf.linalg.cholesky_solve(chol, identity), pattern)
-    mean_missing = _of_components(means, patterns)  # [p, k, r]
+    inverse = tf.linalg.cholesky_solve(
+        chol, tf.eye(n_missing, batch_shape=tf.shape(block)[:2], dtype=tf.float64)
+    )
+    mean_missing = _of_components(means, patterns)  # m_m, [p, k, r]
     block_mean = tf.reduce_sum(block * mean_missing[:, :, None, :], axis=-1)
     precision_means = _of_components(terms.precision_means, patterns)  # (A m)_m
-    pattern_quadratic = tf.reduce_sum(mean_missing * block_mean, axis=-1)  # [p, k]
+    # The pattern's part of log rho: r log(2 pi) - log |A_mm| less its part of
+    # delta^T A delta, halved.
+    pattern_log_rho = 0.5 * (
+        r * _LOG_2PI
+        - log_det
+        - tf.reduce_sum(mean_missing * (block_mean - 2.0 * precision_means), axis=-1)
+    )  # [p, k]
+    columns, pairs = _pattern_cells(patterns, n_components, n_features)
     # Per row.
-    product = tf.reshape(
-        tf.linalg.matmul(filled, terms.stacked), [n_block, n_components, n_features]
-    )  # A_k x~
+    product = tf.linalg.matmul(filled, terms.stacked)  # A_k x~, [b, k * d]
     # P_m as one flat gather: a batched gather measured 20 times slower.
-    columns = tf.range(n_components)[None, :, None] * n_features + missing[:, None, :]
-    cells = tf.range(n_block)[:, None, None] * (n_components * n_features) + columns
-    v = tf.gather(tf.reshape(product, [-1]), cells)  # [b, k, r]
+    cells = tf.range(n_block)[:, None] * (n_components * n_features) + tf.gather(
+        tf.reshape(columns, [tf.shape(columns)[0], -1]), pattern
+    )
+    v = tf.reshape(
+        tf.gather(tf.reshape(product, [-1]), cells),
+        [n_block, n_components, n_missing],
+    )  # [b, k, r]
     mean_missing = tf.gather(mean_missing, pattern)
-    log_det = tf.gather(log_det, pattern)
-    precision_means = tf.gather(precision_means, pattern)
-    u = v + tf.gather(block_mean, pattern) - precision_means
-    solved = tf.reduce_sum(inverse * u[:, :, None, :], axis=-1)  # A_mm^-1 u
+    u = v + tf.gather(block_mean - precision_means, pattern)
+    solved = tf.reduce_sum(
+        tf.gather(inverse, pattern) * u[:, :, None, :], axis=-1
+    )  # A_mm^-1 u
     # [b, k * d] operands of one shape: TF's broadcasting products over
     # [b, k, d] took several times as long as these plain ones.
     tiled = tf.tile(filled, [1, n_components])  # x~ for every k
     quadratic = (
         tf.reduce_sum(
-            tf.reshape(tiled * tf.reshape(product, [n_block, -1]), tf.shape(product)),
+            tf.reshape(tiled * product, [n_block, n_components, n_features]),
             axis=-1,
         )
         - 2.0 * tf.linalg.matmul(filled, terms.precision_means, transpose_b=True)
         + terms.mean_quadratic[None]
-        + 2.0 * tf.reduce_sum(mean_missing * (v - precision_means), axis=-1)
-        + tf.gather(pattern_quadratic, pattern)
-        - tf.reduce_sum(u * solved, axis=-1)
-    )  # [b, k]: delta_o^T (A / A_mm) delta_o
-    r = tf.cast(n_missing, tf.float64)
-    log_rho = offset[None] + 0.5 * (r * _LOG_2PI - log_det - quadratic)
-    weighted_resp, entropy = _weighted_responsibilities(tf.transpose(log_rho), weights)
-    resp = tf.transpose(weighted_resp)  # [b, k], w r
-    entropy += tf.reduce_sum(resp * 0.5 * (r * (1.0 + _LOG_2PI) - log_det))
+        + tf.reduce_sum(2.0 * mean_missing * v - u * solved, axis=-1)
+    )  # [b, k]: delta_o^T (A / A_mm) delta_o less the pattern's part
+    log_rho = offset[None] + tf.gather(pattern_log_rho, pattern) - 0.5 * quadratic
+    resp, entropy = _weighted_responsibilities(log_rho, weights, axis=1)  # w r
+    pattern_resp = tf.math.segment_sum(resp, pattern)  # [p, k]
+    entropy += tf.reduce_sum(pattern_resp * 0.5 * (r * (1.0 + _LOG_2PI) - log_det))
     completion = mean_missing - solved  # t, [b, k, r]
-    spread = resp[:, :, None] * completion
+    spread = resp[:, :, None] * completion  # w r t
     # w r e, placed as a batch of [k, r] x [r, d] products: scatter_nd and a
     # segment sum each took several times as long.
-    placing = tf.one_hot(missing, n_features, dtype=tf.float64)  # [b, r, d]
+    placing = tf.one_hot(tf.gather(patterns, pattern), n_features, dtype=tf.float64)
     doubled = tf.repeat(resp, n_features, axis=1) * tiled + 2.0 * tf.reshape(
         tf.linalg.matmul(spread, placing), [n_block, -1]
     )  # w r (x~ + 2 e), [b, k * d]
+    # With a column of ones, the GEMM's last row is sum_n w r (x~ + 2 e).
+    sums = tf.linalg.matmul(
+        tf.concat([filled, tf.ones([n_block, 1], tf.float64)], axis=1),
+        doubled,
+        transpose_a=True,
+    )
     moments = tf.transpose(
-        tf.reshape(
-            tf.linalg.matmul(filled, doubled, transpose_a=True),
-            [n_features, n_components, n_features],
-        ),
-        [1, 0, 2],
+        tf.reshape(sums[:-1], [n_features, n_components, n_features]), [1, 0, 2]
     )  # [k, d, d]
-    squares = resp[:, :, None, None] * (
-        completion[:, :, :, None] * completion[:, :, None, :] + inverse
-    )  # [b, k, r, r]
-    pairs = columns[:, :, :, None] * n_features + missing[:, None, None, :]
+    pattern_squares = (
+        tf.math.segment_sum(spread[:, :, :, None] * completion[:, :, None, :], pattern)
+        + pattern_resp[:, :, None, None] * inverse
+    )  # sum_n w r (t t^T + A_mm^-1) per pattern, [p, k, r, r]
     square_sums = tf.reshape(
         tf.math.unsorted_segment_sum(
-            tf.reshape(squares, [-1]),
+            tf.reshape(pattern_squares, [-1]),
             tf.reshape(pairs, [-1]),
             n_components * n_features * n_features,
         ),
         [n_components, n_features, n_features],
     )
-    first_moment = tf.linalg.matmul(resp, filled, transpose_a=True) + tf.reshape(
-        tf.math.unsorted_segment_sum(
-            tf.reshape(spread, [-1]),
+    first_moment = tf.reshape(
+        sums[-1]
+        - tf.math.unsorted_segment_sum(
+            tf.reshape(tf.math.segment_sum(spread, pattern), [-1]),
             tf.reshape(columns, [-1]),
             n_components * n_features,
         ),
         [n_components, n_features],
-    )
+    )  # sum_n w r (x~ + e)
     second_moment = 0.5 * (moments + tf.transpose(moments, [0, 2, 1])) + square_sums
     return Statistics(tf.reduce_sum(resp, axis=0), first_moment, second_moment, entropy)
 
@@ -266,8 +295,7 @@ def _gamma_block_statistics(values, weights, posterior, moments, offset, structu
     conditional = (1.0 - observed)[:, None, :] / precision[None]  # [b, k, d]
     n_missing = tf.reduce_sum(1.0 - observed, axis=1)[:, None]  # [b, 1]
     log_rho = offset[None] + 0.5 * (n_missing * _LOG_2PI - log_det - quadratic)
-    weighted_resp, entropy = _weighted_responsibilities(tf.transpose(log_rho), weights)
-    weighted_resp = tf.transpose(weighted_resp)  # [b, k]
+    weighted_resp, entropy = _weighted_responsibilities(log_rho, weights, axis=1)
     completion_entropy = 0.5 * (n_missing * (1.0 + _LOG_2PI) - log_det)  # [b, k]
     entropy += tf.reduce_sum(weighted_resp * completion_entropy)
     counts = tf.reduce_sum(weighted_resp, axis=0)  # [k]

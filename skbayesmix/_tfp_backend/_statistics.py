@@ -332,7 +332,7 @@ def _sum_over_blocks(n_samples, rows, statistics_of_block, initial):
     return totals
 
 
-def _weighted_responsibilities(log_rho, sample_weight):
+def _weighted_responsibilities(log_rho, sample_weight, axis=0):
     """E-step of one block: w_n r_kn, and -sum_nk w_n r_kn log r_kn.
 
     r_kn = exp(s_kn) / t_n, with s_kn = log rho_kn - max_k log rho_kn and
@@ -344,17 +344,21 @@ def _weighted_responsibilities(log_rho, sample_weight):
     Parameters
     ----------
     log_rho : Tensor of shape (n_components, n_block), float64
+        Or (n_block, n_components) with ``axis=1``: transposing a block's
+        [b, k] costs as much as the exp.
     sample_weight : Tensor of shape (n_block,), float64
+    axis : {0, 1}, default=0
+        The axis of the components.
 
     Returns
     -------
-    weighted_resp : Tensor of shape (n_components, n_block)
+    weighted_resp : Tensor of the shape of `log_rho`
     entropy : scalar Tensor
     """
-    shifted = log_rho - tf.reduce_max(log_rho, axis=0, keepdims=True)
+    shifted = log_rho - tf.reduce_max(log_rho, axis=axis, keepdims=True)
     unnormalised = tf.exp(shifted)
-    total = tf.reduce_sum(unnormalised, axis=0)  # [b]
-    weighted_resp = unnormalised * (sample_weight / total)[None, :]
+    total = tf.reduce_sum(unnormalised, axis=axis)  # [b]
+    weighted_resp = unnormalised * tf.expand_dims(sample_weight / total, axis)
     entropy = tf.reduce_sum(sample_weight * tf.math.log(total)) - tf.reduce_sum(
         weighted_resp * shifted
     )

@@ -19,6 +19,12 @@ __all__ = ["IncompleteRows", "mean_imputed", "split_incomplete"]
 # cost more per row in op overhead, more rows fall out of cache.
 INCOMPLETE_BLOCK_ROWS = 2048
 
+# Patterns of at least this many rows get blocks of their own, which a
+# Wishart's E-step runs as complete data (the design and its two GEMMs) under
+# the pattern's conditional precision; below it, a block's fixed cost per
+# pattern outweighs the cheaper rows.
+PATTERN_BLOCK_MIN_ROWS = 256
+
 
 class IncompleteRows(NamedTuple):
     """Rows with at least one missing entry, sorted by how many, then by pattern.
@@ -72,7 +78,18 @@ def split_incomplete(X, sample_weight):
     rows = np.flatnonzero(informative)
     masks, counts = missing[rows], n_missing[rows]
     first_rows, pattern = _patterns_of(masks, counts)
-    # Rows by pattern, and patterns by number missing: blocks of one r.
+    pattern_rows = np.bincount(pattern)
+    # Patterns by number missing, and within that those of many rows first, so
+    # that the rest of each number missing is one run of rows.
+    order = np.lexsort(
+        (
+            np.arange(len(first_rows)),
+            pattern_rows < PATTERN_BLOCK_MIN_ROWS,
+            counts[first_rows],
+        )
+    )
+    first_rows, pattern_rows = first_rows[order], pattern_rows[order]
+    pattern = np.argsort(order)[pattern]
     by_pattern = np.argsort(pattern, kind="stable")
     rows, pattern, counts = rows[by_pattern], pattern[by_pattern], counts[by_pattern]
     max_missing = int(counts.max()) if rows.size else 0
@@ -82,12 +99,11 @@ def split_incomplete(X, sample_weight):
         (
             start,
             size,
-            count,
+            counts[start],
             pattern[start],
             pattern[start + size - 1] - pattern[start] + 1,
         )
-        for count in np.unique(counts)
-        for first, stop in [np.searchsorted(counts, [count, count + 1])]
+        for first, stop in _runs(pattern, pattern_rows, counts)
         for start in range(first, stop, INCOMPLETE_BLOCK_ROWS)
         for size in [min(INCOMPLETE_BLOCK_ROWS, stop - start)]
     ]
@@ -99,6 +115,32 @@ def split_incomplete(X, sample_weight):
         np.asarray(blocks, np.int32).reshape(-1, 5),
     )
     return X[complete], sample_weight[complete], incomplete
+
+
+def _runs(pattern, pattern_rows, counts):
+    """(first, stop) rows of each pattern of many rows, and of the rest per r.
+
+    Parameters
+    ----------
+    pattern : ndarray of shape (n_rows,)
+        Sorted, patterns ordered as `split_incomplete` orders them.
+    pattern_rows : ndarray of shape (n_patterns,)
+        Rows per pattern.
+    counts : ndarray of shape (n_rows,)
+        The number missing of each row, sorted.
+    """
+    stops = np.cumsum(pattern_rows)
+    starts = stops - pattern_rows
+    runs = [
+        (start, stop)
+        for start, stop, size in zip(starts, stops, pattern_rows)
+        if size >= PATTERN_BLOCK_MIN_ROWS
+    ]
+    many = np.repeat(pattern_rows >= PATTERN_BLOCK_MIN_ROWS, pattern_rows)
+    for count in np.unique(counts[~many]):
+        rest = np.flatnonzero((counts == count) & ~many)
+        runs.append((rest[0], rest[-1] + 1))
+    return sorted(runs)
 
 
 def _patterns_of(masks, counts):

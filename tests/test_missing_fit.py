@@ -126,11 +126,18 @@ def _reference_full_statistics(X, weights, means, expected_precision, offset):
     return counts, first, second, entropy
 
 
-def test_incomplete_statistics_equal_the_per_row_conditional_gaussian():
+# 1: every pattern gets blocks of its own, run as complete data.
+@pytest.mark.parametrize("pattern_block_min_rows", [1, None])
+def test_incomplete_statistics_equal_the_per_row_conditional_gaussian(
+    pattern_block_min_rows, monkeypatch
+):
+    from skbayesmix import _missing
     from skbayesmix._state import COVARIANCE_STRUCTURES, Posterior
     from skbayesmix._tfp_backend import chunk_statistics
     from skbayesmix._tfp_backend._maths import log_rho_offset, posterior_moments
 
+    if pattern_block_min_rows is not None:
+        monkeypatch.setattr(_missing, "PATTERN_BLOCK_MIN_ROWS", pattern_block_min_rows)
     rng = np.random.RandomState(1)
     n_components, n_features = 3, 4
     X = _with_holes(rng.randn(200, n_features), 0.35, rng)
@@ -166,6 +173,57 @@ def test_incomplete_statistics_equal_the_per_row_conditional_gaussian():
     )
     for got, want in zip(statistics, expected):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blocks_of_one_pattern_give_the_statistics_of_mixed_blocks(
+    covariance_type, dtype, monkeypatch
+):
+    # The same rows through blocks of one pattern each (run as complete data
+    # under each pattern's conditional precision) and through mixed blocks.
+    from skbayesmix import _missing
+    from skbayesmix._tfp_backend import chunk_statistics
+
+    rng = np.random.RandomState(3)
+    X = _with_holes(_correlated_blobs(rng, 400, 5), 0.2, rng).astype(dtype)
+    model = _fit(
+        VariationalGaussianMixture(
+            n_components=3, covariance_type=covariance_type, random_state=0
+        ),
+        X,
+    )
+    posterior, _ = model._fitted_posterior()
+    weights = rng.rand(len(X)) + 0.5
+    results = {}
+    for min_rows in (1, 10**9):
+        monkeypatch.setattr(_missing, "PATTERN_BLOCK_MIN_ROWS", min_rows)
+        results[min_rows] = chunk_statistics(
+            X,
+            posterior,
+            model.reg_covar,
+            covariance_type=covariance_type,
+            weight_concentration_prior_type=model.weight_concentration_prior_type,
+            sample_weight=weights,
+        )
+    for shared, mixed in zip(results[1], results[10**9]):
+        np.testing.assert_allclose(shared, mixed, rtol=1e-10, atol=1e-10)
+
+
+def test_split_gives_patterns_of_many_rows_blocks_of_their_own(monkeypatch):
+    from skbayesmix import _missing
+
+    monkeypatch.setattr(_missing, "PATTERN_BLOCK_MIN_ROWS", 3)
+    X = np.ones((10, 3))
+    X[[0, 2, 4], 1] = np.nan  # three rows miss feature 1: a block of its own
+    X[1, 0] = X[3, 2] = np.nan  # one row each: one mixed block
+    X[5, :2] = np.nan
+    _, _, incomplete = split_incomplete(X, np.ones(10))
+    # (first row, rows, missing features, first pattern, patterns) per block
+    np.testing.assert_array_equal(
+        incomplete.blocks, [[0, 3, 1, 0, 1], [3, 2, 1, 1, 2], [5, 1, 2, 3, 1]]
+    )
+    np.testing.assert_array_equal(incomplete.patterns[:3, 0], [1, 0, 2])
 
 
 def test_split_sorts_rows_by_number_missing_and_drops_empty_rows():

@@ -38,8 +38,16 @@ from typing import Any, NamedTuple
 
 import tensorflow as tf
 
-from skbayesmix._state import Statistics
-from skbayesmix._tfp_backend._statistics import _weighted_responsibilities
+from skbayesmix._state import COVARIANCE_STRUCTURES, Statistics
+from skbayesmix._tfp_backend._statistics import (
+    _design_sums,
+    _weighted_responsibilities,
+    design_layout,
+    log_rho_coefficients_of,
+    mahalanobis_coefficients,
+    transposed_design,
+    unpack_statistics,
+)
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -55,12 +63,15 @@ class _WishartTerms(NamedTuple):
         A_k m_k.
     mean_quadratic : Tensor of shape (n_components,)
         m_k^T A_k m_k.
+    moments : PrecisionMoments
+        Those the terms come from.
     """
 
     precision: Any
     stacked: Any
     precision_means: Any
     mean_quadratic: Any
+    moments: Any
 
 
 def _wishart_terms(posterior, moments):
@@ -75,6 +86,7 @@ def _wishart_terms(posterior, moments):
         tf.reshape(tf.transpose(precision, [1, 0, 2]), [n_features, -1]),
         precision_means,
         tf.reduce_sum(precision_means * means, axis=1),
+        moments,
     )
 
 
@@ -241,8 +253,214 @@ def _wishart_block_sums(values, weights, pattern, patterns, means, offset, terms
     return Statistics(tf.reduce_sum(resp, axis=0), first_moment, second_moment, entropy)
 
 
+class _PatternMaps(NamedTuple):
+    """What a block of rows that share one pattern reads, per pattern and component.
+
+    Such a block runs as complete data, through `_statistics`'s design and its
+    two GEMMs, on x~ (the rows with 0 at their missing features m) under the
+    Schur complement S = A_oo - A_om A_mm^-1 A_mo, placed in D x D with zeros
+    on m. With Q = A_mm^-1 placed on m x m and o the observed features, the
+    completed rows are affine in x~:
+
+        c = M x~ + g,  M = I - Q A diag(o),  g = m_k on m + Q A (m_k on o),
+
+    so the statistics of the completed rows follow from those of x~ (see
+    `_completed_statistics`), and the r x r algebra runs once per pattern, not
+    per row.
+
+    log_rho_coefficients : Tensor of shape (n_patterns, n_components, n_design)
+        `log_rho_coefficients_of` S, m_k on o, and the offset with the
+        pattern's r log(2 pi) / 2 - log |A_mm| / 2.
+    transform : Tensor of shape (n_patterns, n_components, n_features, n_features)
+        M.
+    shift : Tensor of shape (n_patterns, n_components, n_features)
+        g.
+    conditional : Tensor of shape (n_patterns, n_components, n_features, n_features)
+        Q, the covariance of q(x_m | z).
+    completion_entropy : Tensor of shape (n_patterns, n_components)
+        The entropy of q(x_m | z), (r (1 + log 2 pi) - log |A_mm|) / 2.
+    """
+
+    log_rho_coefficients: Any
+    transform: Any
+    shift: Any
+    conditional: Any
+    completion_entropy: Any
+
+
+def _pattern_maps(missing, means, offset, terms, layout):
+    """`_PatternMaps` of patterns given as masks: `missing` [p, d], 1 where missing."""
+    n_patterns = tf.shape(missing)[0]
+    n_components, n_features = tf.shape(means)[0], tf.shape(means)[1]
+    precision = terms.precision[None]  # [1, k, d, d]
+    missing = tf.broadcast_to(
+        missing[:, None, :], [n_patterns, n_components, n_features]
+    )
+    observed = 1.0 - missing
+    # A_mm on m x m and the identity on o: its inverse is A_mm^-1 and the
+    # identity, exactly (the Cholesky factor keeps the zeros between m and o).
+    restricted = missing[..., :, None] * precision * missing[..., None, :] + (
+        tf.linalg.diag(observed)
+    )
+    chol = tf.linalg.cholesky(restricted)
+    log_det = 2.0 * tf.reduce_sum(tf.math.log(tf.linalg.diag_part(chol)), axis=-1)
+    identity = tf.eye(n_features, dtype=tf.float64)
+    conditional = tf.linalg.cholesky_solve(
+        chol, tf.broadcast_to(identity, tf.shape(restricted))
+    ) - tf.linalg.diag(observed)
+    solved = tf.linalg.matmul(conditional, precision)  # Q A
+    schur = (
+        observed[..., :, None]
+        * (precision - tf.linalg.matmul(precision, solved))
+        * observed[..., None, :]
+    )
+    observed_means = observed * means[None]
+    shift = missing * means[None] + tf.linalg.matvec(solved, observed_means)
+    transform = identity - solved * observed[..., None, :]
+    coefficients = mahalanobis_coefficients(
+        tf.reshape(observed_means, [-1, n_features]),
+        terms.moments._replace(
+            expected_precision=tf.reshape(schur, [-1, n_features, n_features])
+        ),
+        COVARIANCE_STRUCTURES["full"],
+        layout,
+    )
+    r = tf.reduce_sum(missing, axis=-1)  # [p, k]
+    pattern_offset = offset[None] + 0.5 * (r * _LOG_2PI - log_det)
+    log_rho_coefficients = log_rho_coefficients_of(
+        coefficients,
+        tf.reshape(pattern_offset, [-1]),
+        n_features,
+        COVARIANCE_STRUCTURES["full"],
+    )
+    return _PatternMaps(
+        tf.reshape(log_rho_coefficients, [n_patterns, n_components, -1]),
+        transform,
+        shift,
+        conditional,
+        0.5 * (r * (1.0 + _LOG_2PI) - log_det),
+    )
+
+
+def _completed_statistics(design_sums, entropy, maps, n_features, layout):
+    """Statistics of the completed rows, from those of x~ per pattern.
+
+    With N, s = sum w r x~ and T = sum w r x~ x~^T of a pattern's rows, and
+    f = M s: sum w r c = f + N g and
+    sum w r (c c^T + Q) = M T M^T + f g^T + g f^T + N (g g^T + Q).
+
+    Parameters
+    ----------
+    design_sums : Tensor of shape (n_patterns, n_design, n_components)
+    entropy : scalar Tensor
+        That of q(z), over the rows of every pattern.
+    maps : _PatternMaps
+    """
+    n_patterns, n_components = tf.shape(maps.shift)[0], tf.shape(maps.shift)[1]
+    x_statistics = unpack_statistics(
+        tf.reshape(
+            tf.transpose(design_sums, [1, 0, 2]), [-1, n_patterns * n_components]
+        ),
+        entropy,
+        n_features,
+        COVARIANCE_STRUCTURES["full"],
+        layout,
+    )
+    counts = tf.reshape(x_statistics.counts, [n_patterns, n_components])
+    sums = tf.reshape(x_statistics.first_moment, tf.shape(maps.shift))
+    squares = tf.reshape(x_statistics.second_moment, tf.shape(maps.transform))
+    mapped = tf.linalg.matvec(maps.transform, sums)  # f
+    shift = maps.shift
+    outer = mapped[..., :, None] * shift[..., None, :]
+    second_moment = (
+        tf.linalg.matmul(
+            tf.linalg.matmul(maps.transform, squares), maps.transform, transpose_b=True
+        )
+        + outer
+        + tf.linalg.matrix_transpose(outer)
+        + counts[..., None, None]
+        * (shift[..., :, None] * shift[..., None, :] + maps.conditional)
+    )
+    return Statistics(
+        tf.reduce_sum(counts, axis=0),
+        tf.reduce_sum(mapped + counts[..., None] * shift, axis=0),
+        tf.reduce_sum(second_moment, axis=0),
+        entropy + tf.reduce_sum(counts * maps.completion_entropy),
+    )
+
+
+def _shared_pattern_statistics(incomplete, blocks, means, offset, terms):
+    """`incomplete_statistics` of blocks of one pattern each, run as complete data.
+
+    Parameters
+    ----------
+    blocks : int32 Tensor of shape (n_blocks, 5)
+        Rows of `IncompleteRows.blocks` with one pattern each.
+    """
+    values, weights, _, patterns, _ = incomplete
+    n_features = tf.shape(means)[1]
+    structure = COVARIANCE_STRUCTURES["full"]
+    layout = design_layout(n_features, structure)
+    pattern_ids, slots = tf.unique(blocks[:, 3])
+    n_missing = tf.math.unsorted_segment_max(
+        blocks[:, 2], slots, tf.shape(pattern_ids)[0]
+    )
+    in_pattern = tf.cast(
+        tf.range(tf.shape(patterns)[1])[None, :] < n_missing[:, None], tf.float64
+    )
+    missing = tf.reduce_sum(
+        tf.one_hot(tf.gather(patterns, pattern_ids), n_features, dtype=tf.float64)
+        * in_pattern[:, :, None],
+        axis=1,
+    )  # [p, d]
+    maps = _pattern_maps(missing, means, offset, terms, layout)
+
+    def add_block(block, totals):
+        start, size = blocks[block, 0], blocks[block, 1]
+        slot = slots[block]
+        x = tf.cast(tf.slice(values, [start, 0], [size, -1]), tf.float64)
+        filled = tf.where(tf.math.is_nan(x), tf.zeros_like(x), x)
+        design_t = transposed_design(filled, structure, layout)  # [m, b]
+        resp, entropy = _weighted_responsibilities(
+            tf.linalg.matmul(maps.log_rho_coefficients[slot], design_t),
+            tf.slice(weights, [start], [size]),
+        )
+        design_sums = tf.tensor_scatter_nd_add(
+            totals[0], [[slot]], _design_sums(design_t, resp)[None]
+        )
+        return block + 1, (design_sums, totals[1] + entropy)
+
+    _, (design_sums, entropy) = tf.while_loop(
+        lambda block, totals: block < tf.shape(blocks)[0],
+        add_block,
+        (
+            tf.constant(0),
+            (
+                tf.zeros(
+                    tf.concat(
+                        [
+                            tf.shape(maps.log_rho_coefficients)[:1],
+                            tf.shape(layout.partners),
+                            tf.shape(means)[:1],
+                        ],
+                        axis=0,
+                    ),
+                    tf.float64,
+                ),
+                tf.constant(0.0, tf.float64),
+            ),
+        ),
+        parallel_iterations=1,
+    )
+    return _completed_statistics(design_sums, entropy, maps, n_features, layout)
+
+
 def _wishart_statistics(incomplete, posterior, moments, offset, structure):
-    """`incomplete_statistics` of a Wishart ('full', 'tied'), by blocks."""
+    """`incomplete_statistics` of a Wishart ('full', 'tied'), by blocks.
+
+    Blocks of one pattern (`skbayesmix._missing.split_incomplete` makes them for
+    patterns of many rows) run as complete data, the others row by row.
+    """
     values, weights, pattern, patterns, blocks = incomplete
     terms = _wishart_terms(posterior, moments)
     n_components = tf.shape(posterior.means)[0]
@@ -265,7 +483,16 @@ def _wishart_statistics(incomplete, posterior, moments, offset, structure):
             terms,
         )
 
-    totals = _sum_over_blocks(blocks, statistics_of_block, zeros)
+    shared = tf.equal(blocks[:, 4], 1)
+    totals = tf.nest.map_structure(
+        tf.add,
+        _sum_over_blocks(
+            tf.boolean_mask(blocks, tf.logical_not(shared)), statistics_of_block, zeros
+        ),
+        _shared_pattern_statistics(
+            incomplete, tf.boolean_mask(blocks, shared), posterior.means, offset, terms
+        ),
+    )
     if not structure.shared:
         return totals
     return totals._replace(

@@ -484,6 +484,29 @@ def expected_statistics(
     return unpack_statistics(*totals, n_features, structure, layout)
 
 
+def log_rho_coefficients_of(coefficients, offset, n_features, structure):
+    """c'_k with log rho_k = d(x) . c'_k: -c_k / 2, the offset on the constant.
+
+    The GEMM yields log rho directly, the offset carried by the constant
+    feature: each pass over [k, b] saved is about 4% of an iteration on
+    1e6 x 16 'diag'.
+
+    Parameters
+    ----------
+    coefficients : Tensor of shape (n_components, n_design)
+        `mahalanobis_coefficients`.
+    offset : Tensor of shape (n_components,)
+    n_features : scalar int32 Tensor
+    structure : CovarianceStructure
+    """
+    constant_feature = tf.one_hot(
+        _constant_feature(n_features, structure),
+        tf.shape(coefficients)[1],
+        dtype=tf.float64,
+    )
+    return -0.5 * coefficients + offset[:, None] * constant_feature
+
+
 def _block_e_step(X, held, coefficients, offset, structure, layout):
     """The E-step and the statistics of one block of rows, in X's dtype where safe.
 
@@ -513,16 +536,10 @@ def _block_e_step(X, held, coefficients, offset, structure, layout):
         whose design, in X's dtype, is design_t.
     """
     n_features = tf.shape(X)[1]
-    # The GEMM yields log rho directly, the offset carried by the constant
-    # feature: each pass over [k, b] saved is about 4% of an iteration on
-    # 1e6 x 16 'diag'.
     half_coefficients = -0.5 * coefficients  # a power of two: exact
-    constant_feature = tf.one_hot(
-        _constant_feature(n_features, structure),
-        tf.shape(coefficients)[1],
-        dtype=tf.float64,
+    log_rho_coefficients = log_rho_coefficients_of(
+        coefficients, offset, n_features, structure
     )
-    log_rho_coefficients = half_coefficients + offset[:, None] * constant_feature
 
     def in_float64(design_t):
         # Components run along the first axis: with the design transposed,

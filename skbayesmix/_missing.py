@@ -22,8 +22,8 @@ INCOMPLETE_BLOCK_ROWS = 2048
 
 # Patterns of at least this many rows get blocks of their own, which a
 # Wishart's E-step runs as complete data (the design and its two GEMMs) under
-# the pattern's conditional precision: about 0.45 us per row at D = 16, K = 8,
-# against 1.3-1.7 us in mixed blocks, plus about 0.1 ms per block, so the
+# the pattern's conditional precision: 0.45-0.9 us per row at D = 16, K = 8,
+# against 0.8-1.7 us in mixed blocks, plus about 0.1 ms per pattern, so the
 # crossover is near 100 rows.
 PATTERN_BLOCK_MIN_ROWS = 128
 

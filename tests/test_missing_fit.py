@@ -177,13 +177,22 @@ def test_incomplete_statistics_equal_the_per_row_conditional_gaussian(
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("small_chunks", [False, True])
 def test_blocks_of_one_pattern_give_the_statistics_of_mixed_blocks(
-    covariance_type, dtype, monkeypatch
+    covariance_type, dtype, small_chunks, monkeypatch
 ):
     # The same rows through blocks of one pattern each (run as complete data
-    # under each pattern's conditional precision) and through mixed blocks.
+    # under each pattern's conditional precision) and through mixed blocks;
+    # small_chunks builds the maps of one pattern at a time and spreads each
+    # pattern over several blocks.
     from skbayesmix import _missing
-    from skbayesmix._tfp_backend import chunk_statistics
+    from skbayesmix._tfp_backend import _loop, chunk_statistics
+    from skbayesmix._tfp_backend import _missing as _backend_missing
+
+    if small_chunks:
+        monkeypatch.setattr(_backend_missing, "_PATTERN_MAPS_ELEMENTS", 1)
+        monkeypatch.setattr(_loop, "_COMPILED", {})
+        monkeypatch.setattr(_missing, "INCOMPLETE_BLOCK_ROWS", 16)
 
     rng = np.random.RandomState(3)
     X = _with_holes(_correlated_blobs(rng, 400, 5), 0.2, rng).astype(dtype)

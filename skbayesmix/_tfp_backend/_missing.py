@@ -31,13 +31,14 @@ For a Wishart, two kinds of blocks (see `skbayesmix._missing.split_incomplete`):
   two GEMMs, A x for every component and the second moments, and through
   gathers and sums of [rows, K, r] terms.
 
-Measured on 1e5 x 16, K = 8 'full', 10% MCAR (benchmark row m), one pass over
-the 81,000 incomplete rows: 0.14 s in mixed blocks only, 0.097 s with the
-32,700 rows missing one feature and the 27,300 missing two in blocks of one
-pattern (0.45 and 0.9 us per row, against 1.3-1.7 us in mixed blocks). In
-mixed blocks TF's float64 ops over [rows, K, r] and [rows, K, r, r] cost
-about as much as the GEMMs; a per-row batched Cholesky, a batched gather and
-scatter_nd each measured 5-20 times slower still.
+Measured on 1e5 x 16, K = 8 'full', 10% MCAR (benchmark row m,
+``benchmarks/bench_missing_pass.py``), one pass over the 81,000 incomplete
+rows: 0.115 s in mixed blocks only, 0.096 s with the 32,700 rows missing one
+feature and the 27,300 missing two in blocks of one pattern (0.45 and 0.9 us
+per row, against 0.8 and 1.2 us in mixed blocks). In mixed blocks TF's float64
+ops over [rows, K, r] and [rows, K, r, r] cost about as much as the GEMMs; a
+per-row batched Cholesky, a batched gather and scatter_nd each measured 5-20
+times slower still.
 """
 
 import math
@@ -57,6 +58,11 @@ from skbayesmix._tfp_backend._statistics import (
 )
 
 _LOG_2PI = math.log(2.0 * math.pi)
+
+# Most elements of one [patterns, K, D, D] array of `_PatternMaps` built at once
+# (8 MB in float64; a few such arrays live together): at D = 32, K = 16, 64
+# patterns per chunk.
+_PATTERN_MAPS_ELEMENTS = 2**20
 
 
 class _WishartTerms(NamedTuple):
@@ -399,19 +405,22 @@ def _completed_statistics(design_sums, entropy, maps, n_features, layout):
 def _shared_pattern_statistics(incomplete, blocks, means, offset, terms):
     """`incomplete_statistics` of blocks of one pattern each, run as complete data.
 
+    The maps of at most _PATTERN_MAPS_ELEMENTS / (K D^2) patterns are built at
+    once, and their blocks' design sums added up per pattern.
+
     Parameters
     ----------
     blocks : int32 Tensor of shape (n_blocks, 5)
-        Rows of `IncompleteRows.blocks` with one pattern each.
+        Rows of `IncompleteRows.blocks` with one pattern each, in the order of
+        their patterns.
     """
     values, weights, _, patterns, _ = incomplete
-    n_features = tf.shape(means)[1]
+    n_components, n_features = tf.shape(means)[0], tf.shape(means)[1]
     structure = COVARIANCE_STRUCTURES["full"]
     layout = design_layout(n_features, structure)
-    pattern_ids, slots = tf.unique(blocks[:, 3])
-    n_missing = tf.math.unsorted_segment_max(
-        blocks[:, 2], slots, tf.shape(pattern_ids)[0]
-    )
+    pattern_ids, slots = tf.unique(blocks[:, 3])  # slots: 0, 0, 1, 2, 2, ...
+    n_shared = tf.shape(pattern_ids)[0]
+    n_missing = tf.math.unsorted_segment_max(blocks[:, 2], slots, n_shared)
     in_pattern = tf.cast(
         tf.range(tf.shape(patterns)[1])[None, :] < n_missing[:, None], tf.float64
     )
@@ -419,48 +428,75 @@ def _shared_pattern_statistics(incomplete, blocks, means, offset, terms):
         tf.one_hot(tf.gather(patterns, pattern_ids), n_features, dtype=tf.float64)
         * in_pattern[:, :, None],
         axis=1,
-    )  # [p, d]
-    maps = _pattern_maps(missing, means, offset, terms, layout)
+    )  # [p, d]: 1 where missing
+    per_chunk = tf.maximum(
+        1, _PATTERN_MAPS_ELEMENTS // (n_components * n_features * n_features)
+    )
 
-    def add_block(block, block_sums, entropy):
-        start, size = blocks[block, 0], blocks[block, 1]
-        x = tf.cast(tf.slice(values, [start, 0], [size, -1]), tf.float64)
-        filled = tf.where(tf.math.is_nan(x), tf.zeros_like(x), x)
-        design_t = transposed_design(filled, structure, layout)  # [m, b]
-        resp, block_entropy = _weighted_responsibilities(
-            tf.linalg.matmul(maps.log_rho_coefficients[slots[block]], design_t),
-            tf.slice(weights, [start], [size]),
+    def add_chunk(chunk, totals):
+        begin = chunk * per_chunk
+        size = tf.minimum(per_chunk, n_shared - begin)
+        maps = _pattern_maps(
+            tf.slice(missing, [begin, 0], [size, -1]), means, offset, terms, layout
         )
-        return (
-            block + 1,
-            block_sums.write(block, _design_sums(design_t, resp)),
-            entropy + block_entropy,
+        first_block, stop_block = tf.unstack(
+            tf.searchsorted(slots, tf.stack([begin, begin + size]))
         )
 
-    n_blocks = tf.shape(blocks)[0]
-    sums_shape = [tf.shape(layout.partners)[0], tf.shape(means)[0]]  # [m, K]
-    # Each block's sums apart, added up per pattern after the loop: adding
-    # them into a [patterns, m, K] total copied it once per block. The last
-    # entry, zeros of no pattern (segment -1 is dropped), gives the stack its
-    # shape when no block has one pattern.
-    _, block_sums, entropy = tf.while_loop(
-        lambda block, *_: block < n_blocks,
-        add_block,
-        (
-            tf.constant(0),
-            tf.TensorArray(tf.float64, size=n_blocks + 1).write(
-                n_blocks, tf.zeros(sums_shape, tf.float64)
+        def add_block(block, previous, running, design_sums, entropy):
+            start, rows = blocks[block, 0], blocks[block, 1]
+            slot = slots[block] - begin
+            x = tf.cast(tf.slice(values, [start, 0], [rows, -1]), tf.float64)
+            filled = tf.where(tf.math.is_nan(x), tf.zeros_like(x), x)
+            design_t = transposed_design(filled, structure, layout)  # [m, b]
+            resp, block_entropy = _weighted_responsibilities(
+                tf.linalg.matmul(maps.log_rho_coefficients[slot], design_t),
+                tf.slice(weights, [start], [rows]),
+            )
+            # The pattern's sums so far, written over its entry at every
+            # block: adding each block into a [patterns, m, K] total copied
+            # it once per block.
+            running = tf.where(
+                tf.equal(slot, previous), running, tf.zeros_like(running)
+            ) + _design_sums(design_t, resp)
+            return (
+                block + 1,
+                slot,
+                running,
+                design_sums.write(slot, running),
+                entropy + block_entropy,
+            )
+
+        _, _, _, design_sums, entropy = tf.while_loop(
+            lambda block, *_: block < stop_block,
+            add_block,
+            (
+                first_block,
+                tf.constant(-1),
+                tf.zeros([tf.shape(layout.partners)[0], n_components], tf.float64),
+                tf.TensorArray(tf.float64, size=size),
+                tf.constant(0.0, tf.float64),
             ),
-            tf.constant(0.0, tf.float64),
-        ),
+            parallel_iterations=1,
+        )
+        statistics = _completed_statistics(
+            design_sums.stack(), entropy, maps, n_features, layout
+        )
+        return chunk + 1, tf.nest.map_structure(tf.add, totals, statistics)
+
+    zeros = Statistics(
+        tf.zeros([n_components], tf.float64),
+        tf.zeros([n_components, n_features], tf.float64),
+        tf.zeros([n_components, n_features, n_features], tf.float64),
+        tf.constant(0.0, tf.float64),
+    )
+    _, totals = tf.while_loop(
+        lambda chunk, _: chunk * per_chunk < n_shared,
+        add_chunk,
+        (tf.constant(0), zeros),
         parallel_iterations=1,
     )
-    design_sums = tf.math.unsorted_segment_sum(
-        block_sums.stack(),
-        tf.concat([slots, [-1]], axis=0),
-        tf.shape(pattern_ids)[0],
-    )  # [p, m, K]
-    return _completed_statistics(design_sums, entropy, maps, n_features, layout)
+    return totals
 
 
 def _wishart_statistics(incomplete, posterior, moments, offset, structure):

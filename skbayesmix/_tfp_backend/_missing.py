@@ -76,15 +76,12 @@ class _WishartTerms(NamedTuple):
         A_k m_k.
     mean_quadratic : Tensor of shape (n_components,)
         m_k^T A_k m_k.
-    moments : PrecisionMoments
-        Those the terms come from.
     """
 
     precision: Any
     stacked: Any
     precision_means: Any
     mean_quadratic: Any
-    moments: Any
 
 
 def _wishart_terms(posterior, moments):
@@ -99,7 +96,6 @@ def _wishart_terms(posterior, moments):
         tf.reshape(tf.transpose(precision, [1, 0, 2]), [n_features, -1]),
         precision_means,
         tf.reduce_sum(precision_means * means, axis=1),
-        moments,
     )
 
 
@@ -301,7 +297,7 @@ class _PatternMaps(NamedTuple):
     completion_entropy: Any
 
 
-def _pattern_maps(missing, means, offset, terms, layout):
+def _pattern_maps(missing, means, moments, offset, terms, layout):
     """`_PatternMaps` of patterns given as masks: `missing` [p, d], 1 where missing."""
     n_patterns = tf.shape(missing)[0]
     n_components, n_features = tf.shape(means)[0], tf.shape(means)[1]
@@ -332,7 +328,7 @@ def _pattern_maps(missing, means, offset, terms, layout):
     transform = identity - solved * observed[..., None, :]
     coefficients = mahalanobis_coefficients(
         tf.reshape(observed_means, [-1, n_features]),
-        terms.moments._replace(
+        moments._replace(
             expected_precision=tf.reshape(schur, [-1, n_features, n_features])
         ),
         COVARIANCE_STRUCTURES["full"],
@@ -402,7 +398,7 @@ def _completed_statistics(design_sums, entropy, maps, n_features, layout):
     )
 
 
-def _shared_pattern_statistics(incomplete, blocks, means, offset, terms):
+def _shared_pattern_statistics(incomplete, blocks, means, moments, offset, terms):
     """`incomplete_statistics` of blocks of one pattern each, run as complete data.
 
     The maps of at most _PATTERN_MAPS_ELEMENTS / (K D^2) patterns are built at
@@ -437,7 +433,12 @@ def _shared_pattern_statistics(incomplete, blocks, means, offset, terms):
         begin = chunk * per_chunk
         size = tf.minimum(per_chunk, n_shared - begin)
         maps = _pattern_maps(
-            tf.slice(missing, [begin, 0], [size, -1]), means, offset, terms, layout
+            tf.slice(missing, [begin, 0], [size, -1]),
+            means,
+            moments,
+            offset,
+            terms,
+            layout,
         )
         first_block, stop_block = tf.unstack(
             tf.searchsorted(slots, tf.stack([begin, begin + size]))
@@ -534,7 +535,12 @@ def _wishart_statistics(incomplete, posterior, moments, offset, structure):
             tf.boolean_mask(blocks, tf.logical_not(shared)), statistics_of_block, zeros
         ),
         _shared_pattern_statistics(
-            incomplete, tf.boolean_mask(blocks, shared), posterior.means, offset, terms
+            incomplete,
+            tf.boolean_mask(blocks, shared),
+            posterior.means,
+            moments,
+            offset,
+            terms,
         ),
     )
     if not structure.shared:

@@ -504,7 +504,7 @@ def log_rho_coefficients_of(coefficients, offset, n_features, structure):
         tf.shape(coefficients)[1],
         dtype=tf.float64,
     )
-    return -0.5 * coefficients + offset[:, None] * constant_feature
+    return -0.5 * coefficients + offset[:, None] * constant_feature  # -0.5: exact
 
 
 def _block_e_step(X, held, coefficients, offset, structure, layout):
@@ -536,7 +536,6 @@ def _block_e_step(X, held, coefficients, offset, structure, layout):
         whose design, in X's dtype, is design_t.
     """
     n_features = tf.shape(X)[1]
-    half_coefficients = -0.5 * coefficients  # a power of two: exact
     log_rho_coefficients = log_rho_coefficients_of(
         coefficients, offset, n_features, structure
     )
@@ -558,7 +557,7 @@ def _block_e_step(X, held, coefficients, offset, structure, layout):
         return e_step
 
     low_dtype = X.dtype
-    low_coefficients = tf.cast(half_coefficients, low_dtype)
+    low_coefficients = tf.cast(-0.5 * coefficients, low_dtype)  # exact: a power of 2
     error_per_design_norm = _log_rho_bound(coefficients)
 
     def e_step(block, start, size, design_t, weight):

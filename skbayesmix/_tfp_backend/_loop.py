@@ -20,7 +20,7 @@ from skbayesmix._tfp_backend._maths import (
     posterior_moments,
     update_posterior,
 )
-from skbayesmix._tfp_backend._missing import incomplete_statistics
+from skbayesmix._tfp_backend._missing import incomplete_design, incomplete_statistics
 from skbayesmix._tfp_backend._statistics import (
     design_layout,
     expected_statistics,
@@ -68,7 +68,8 @@ def _coordinate_ascent(
 
     `incomplete` (IncompleteRows) holds the rows with missing entries, which X
     then lacks; their statistics are added to X's each iteration. Such fits
-    start warm (see `fit_variational_posterior`).
+    start warm (see `fit_variational_posterior`). With `hold_design`, a
+    Wishart's design of those rows, zero-filled, is held too.
     """
     # Each tf.function argument costs a conversion and a signature check per call
     # (~0.05 ms); small fits feel that, so the scalars travel as one vector.
@@ -77,6 +78,9 @@ def _coordinate_ascent(
     cold = warm <= 0.0
     layout = design_layout(tf.shape(X)[1], structure)
     held = held_design(X, structure, layout) if hold_design else None
+    held_incomplete = None
+    if incomplete is not None and hold_design and structure.family == "wishart":
+        held_incomplete = incomplete_design(incomplete.values, layout)
     posterior = _unpack_posterior(
         posterior_init, tf.shape(resp_init)[1], tf.shape(prior_mean)[0], structure
     )
@@ -112,7 +116,7 @@ def _coordinate_ascent(
                 tf.add,
                 statistics,
                 incomplete_statistics(
-                    incomplete, posterior, moments, offset, structure
+                    incomplete, posterior, moments, offset, structure, held_incomplete
                 ),
             )
         new_posterior = update_posterior(
@@ -516,7 +520,13 @@ def fit_variational_posterior(
     else:
         n_components = resp_init.shape[1]
         posterior_init = _prior_as_posterior(prior, n_components, structure)
-    step = "loop" if holds_design(*X.shape, structure) else "loop_building_design"
+    # Held designs: of X, and of the rows with holes (see _coordinate_ascent).
+    n_held = X.shape[0] + (0 if split is None else incomplete.values.shape[0])
+    step = (
+        "loop"
+        if holds_design(n_held, X.shape[1], structure)
+        else "loop_building_design"
+    )
     if split is not None:
         step += "_missing"
     fit = compiled(step, covariance_type, weight_concentration_prior_type, dtype)

@@ -398,7 +398,31 @@ def _completed_statistics(design_sums, entropy, maps, n_features, layout):
     )
 
 
-def _shared_pattern_statistics(incomplete, blocks, means, moments, offset, terms):
+def incomplete_design(values, layout):
+    """The transposed float64 design of rows with 0 at their missing entries.
+
+    What blocks of one pattern read (`_shared_pattern_statistics`); a
+    full-batch fit builds it once (`_loop._coordinate_ascent`), as it does the
+    design of its complete rows.
+
+    Parameters
+    ----------
+    values : Tensor of shape (n_rows, n_features)
+        `IncompleteRows.values`, NaN where missing.
+    layout : DesignLayout
+
+    Returns
+    -------
+    design_t : float64 Tensor of shape (n_design, n_rows)
+    """
+    x = tf.cast(values, tf.float64)
+    filled = tf.where(tf.math.is_nan(x), tf.zeros_like(x), x)
+    return transposed_design(filled, COVARIANCE_STRUCTURES["full"], layout)
+
+
+def _shared_pattern_statistics(
+    incomplete, blocks, means, moments, offset, terms, held=None
+):
     """`incomplete_statistics` of blocks of one pattern each, run as complete data.
 
     The maps of at most _PATTERN_MAPS_ELEMENTS / (K D^2) patterns are built at
@@ -409,6 +433,9 @@ def _shared_pattern_statistics(incomplete, blocks, means, moments, offset, terms
     blocks : int32 Tensor of shape (n_blocks, 5)
         Rows of `IncompleteRows.blocks` with one pattern each, in the order of
         their patterns.
+    held : float64 Tensor of shape (n_design, n_rows), default=None
+        `incomplete_design` of every row of `incomplete`, when the caller
+        holds it; otherwise each block builds its own.
     """
     values, weights, _, patterns, _ = incomplete
     n_components, n_features = tf.shape(means)[0], tf.shape(means)[1]
@@ -447,9 +474,12 @@ def _shared_pattern_statistics(incomplete, blocks, means, moments, offset, terms
         def add_block(block, previous, running, design_sums, entropy):
             start, rows = blocks[block, 0], blocks[block, 1]
             slot = slots[block] - begin
-            x = tf.cast(tf.slice(values, [start, 0], [rows, -1]), tf.float64)
-            filled = tf.where(tf.math.is_nan(x), tf.zeros_like(x), x)
-            design_t = transposed_design(filled, structure, layout)  # [m, b]
+            if held is None:
+                design_t = incomplete_design(
+                    tf.slice(values, [start, 0], [rows, -1]), layout
+                )
+            else:
+                design_t = tf.slice(held, [0, start], [-1, rows])  # [m, b]
             resp, block_entropy = _weighted_responsibilities(
                 tf.linalg.matmul(maps.log_rho_coefficients[slot], design_t),
                 tf.slice(weights, [start], [rows]),
@@ -500,7 +530,7 @@ def _shared_pattern_statistics(incomplete, blocks, means, moments, offset, terms
     return totals
 
 
-def _wishart_statistics(incomplete, posterior, moments, offset, structure):
+def _wishart_statistics(incomplete, posterior, moments, offset, structure, held):
     """`incomplete_statistics` of a Wishart ('full', 'tied'), by blocks.
 
     Blocks of one pattern (`skbayesmix._missing.split_incomplete` makes them for
@@ -541,6 +571,7 @@ def _wishart_statistics(incomplete, posterior, moments, offset, structure):
             moments,
             offset,
             terms,
+            held,
         ),
     )
     if not structure.shared:
@@ -588,7 +619,7 @@ def _gamma_block_statistics(values, weights, posterior, moments, offset, structu
     return Statistics(counts, first_moment, second_moment, entropy)
 
 
-def incomplete_statistics(incomplete, posterior, moments, offset, structure):
+def incomplete_statistics(incomplete, posterior, moments, offset, structure, held=None):
     """E-step under q(theta), then the statistics, over rows with missing entries.
 
     Parameters
@@ -600,6 +631,9 @@ def incomplete_statistics(incomplete, posterior, moments, offset, structure):
     offset : Tensor of shape (n_components,)
         `log_rho_offset` of `posterior`.
     structure : CovarianceStructure
+    held : float64 Tensor of shape (n_design, n_rows), default=None
+        A Wishart's `incomplete_design` of the rows, when the caller holds it
+        across iterations.
 
     Returns
     -------
@@ -607,7 +641,9 @@ def incomplete_statistics(incomplete, posterior, moments, offset, structure):
         float64; its entropy term includes that of q(x_m | z).
     """
     if structure.family == "wishart":
-        return _wishart_statistics(incomplete, posterior, moments, offset, structure)
+        return _wishart_statistics(
+            incomplete, posterior, moments, offset, structure, held
+        )
     values, weights, _, _, blocks = incomplete
     n_components, n_features = (
         tf.shape(posterior.means)[0],

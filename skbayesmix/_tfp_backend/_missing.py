@@ -120,6 +120,12 @@ def _of_components(vectors, index):
     return tf.transpose(tf.gather(vectors, index, axis=1), [1, 0, 2])
 
 
+def _zero_filled(values):
+    """Rows in float64 with 0 at their missing entries: x~."""
+    x = tf.cast(values, tf.float64)
+    return tf.where(tf.math.is_nan(x), tf.zeros_like(x), x)
+
+
 def _pattern_cells(patterns, n_components, n_features):
     """Flat indices of each pattern's missing entries, for every component.
 
@@ -165,9 +171,8 @@ def _wishart_block_sums(values, weights, pattern, patterns, means, offset, terms
         Of this block, not summed over components for 'tied'; the entropy is
         that of q(z) and of q(x_m | z).
     """
-    x = tf.cast(values, tf.float64)  # [b, d]
-    filled = tf.where(tf.math.is_nan(x), tf.zeros_like(x), x)
-    n_block, n_features = tf.shape(x)[0], tf.shape(x)[1]
+    filled = _zero_filled(values)  # [b, d]
+    n_block, n_features = tf.shape(filled)[0], tf.shape(filled)[1]
     n_components = tf.shape(means)[0]
     n_missing = tf.shape(patterns)[1]
     r = tf.cast(n_missing, tf.float64)
@@ -415,9 +420,9 @@ def incomplete_design(values, layout):
     -------
     design_t : float64 Tensor of shape (n_design, n_rows)
     """
-    x = tf.cast(values, tf.float64)
-    filled = tf.where(tf.math.is_nan(x), tf.zeros_like(x), x)
-    return transposed_design(filled, COVARIANCE_STRUCTURES["full"], layout)
+    return transposed_design(
+        _zero_filled(values), COVARIANCE_STRUCTURES["full"], layout
+    )
 
 
 def _shared_pattern_statistics(

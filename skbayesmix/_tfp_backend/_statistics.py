@@ -41,10 +41,10 @@ from skbayesmix._tfp_backend._maths import precision_times
 # the two GEMMs per block are still large enough to run at full speed.
 BLOCK_SIZE = 4096
 
-# Largest design of one block, in elements (1 MB in float64, half a core's L2
-# cache, leaving room for the [k, b] temporaries), unless
-# that leaves fewer than _MIN_BLOCK_ROWS rows (see `block_rows`).
-_BLOCK_DESIGN_ELEMENTS = 2**17
+# Largest design of one block, in elements, by the design's dtype, unless that
+# leaves fewer than _MIN_BLOCK_ROWS rows (see `block_rows`): 1 MB in float64,
+# 2 MB in float32, whose faster GEMMs leave the per-block ops a larger share.
+_BLOCK_DESIGN_ELEMENTS = {tf.float64: 2**17, tf.float32: 2**19}
 _MIN_BLOCK_ROWS = 128
 
 # Largest tolerated rounding error of a float32 Mahalanobis term, in nats * 2.
@@ -153,21 +153,33 @@ def transposed_design(X, structure, layout):
     return tf.concat([second_order, xt, ones], axis=0)
 
 
-def block_rows(n_features, structure):
+def block_rows(n_features, structure, dtype):
     """Rows per block: BLOCK_SIZE, or fewer, a multiple of 64, for a wide design.
 
     A Wishart's design at D = 32 is 561 features, 18 MB per block of 4096 rows:
     building it, casting it and the two GEMMs each streamed it from memory. In
     blocks of 192 rows, whose design fits in L2, an iteration of 1e5 x 32 'full'
     took 0.20-0.23 s instead of 0.28-0.30 s in float64 and 0.19-0.21 s instead
-    of 0.22-0.24 s in float32 (warm fits, interleaved). At D = 16 (832 rows)
-    the change was within the noise; 'diag' at D = 16 gets 3968 rows.
+    of 0.22-0.24 s in float32 (warm fits, interleaved). A float32 block may be
+    four times as large (`_BLOCK_DESIGN_ELEMENTS`): a pass over 1e6 x 16, K=16
+    'full' took 0.23 s in blocks of 3392 rows against 0.28 s in blocks of 832,
+    and 1e5 x 32 0.071 s in blocks of 896 against 0.096 s in blocks of 192; the
+    same blocks in float64 changed its passes by less than the noise. 'diag' at
+    D = 16 gets 3968 rows in float64, 4096 in float32.
+
+    Parameters
+    ----------
+    n_features : scalar int32 Tensor
+    structure : CovarianceStructure
+    dtype : tf.DType
+        The design's dtype, float32 or float64.
 
     Returns
     -------
     rows : scalar int32 Tensor
     """
-    fitting = _BLOCK_DESIGN_ELEMENTS // _n_design(n_features, structure) // 64 * 64
+    budget = _BLOCK_DESIGN_ELEMENTS[dtype]
+    fitting = budget // _n_design(n_features, structure) // 64 * 64
     return tf.minimum(BLOCK_SIZE, tf.maximum(_MIN_BLOCK_ROWS, fitting))
 
 
@@ -209,7 +221,7 @@ def held_design(X, structure, layout):
     held : HeldDesign
     """
     n_samples = tf.shape(X)[0]
-    rows = block_rows(tf.shape(X)[1], structure)
+    rows = block_rows(tf.shape(X)[1], structure, X.dtype)
     n_blocks = (n_samples + rows - 1) // rows
     padded = tf.pad(X, [[0, n_blocks * rows - n_samples], [0, 0]])
     design_t = transposed_design(padded, structure, layout)  # [m, n_blocks * B]
@@ -477,7 +489,7 @@ def expected_statistics(
 
     totals = _sum_over_blocks(
         n_samples,
-        block_rows(n_features, structure),
+        block_rows(n_features, structure, X.dtype),
         statistics_of_block,
         _zero_totals(tf.shape(coefficients)[0], tf.shape(coefficients)[1]),
     )
@@ -524,8 +536,8 @@ def _block_e_step(X, held, coefficients, offset, structure, layout):
     largest eigenvalue of E[Lambda_k], that is nu_k over the smallest
     eigenvalue of the Wishart's scale inverse W_k^-1. The sums of a
     component's rows, with random rounding errors, then move W_k^-1 by a
-    relative 0.05 sqrt(b / m) / sqrt(N_k) or less: 1e-4 at N_k = 1000 in
-    blocks of 832 rows for D = 16.
+    relative 0.05 sqrt(b / m) / sqrt(N_k) or less: 7e-3 at N_k = 1000 in
+    float32's blocks of 3392 rows for D = 16, were every row at the bound.
 
     Returns
     -------
@@ -714,7 +726,7 @@ def responsibility_statistics(X, sample_weight, resp, structure):
 
     totals = _sum_over_blocks(
         n_samples,
-        block_rows(n_features, structure),
+        block_rows(n_features, structure, tf.float64),
         statistics_of_block,
         _zero_totals(tf.shape(resp)[1], _n_design(n_features, structure)),
     )

@@ -43,7 +43,8 @@ BLOCK_SIZE = 4096
 
 # Largest design of one block, in elements, by the design's dtype, unless that
 # leaves fewer than _MIN_BLOCK_ROWS rows (see `block_rows`): 1 MB in float64,
-# 2 MB in float32, whose faster GEMMs leave the per-block ops a larger share.
+# and for a Wishart 2 MB in float32, whose faster GEMMs leave the per-block ops
+# a larger share.
 _BLOCK_DESIGN_ELEMENTS = {tf.float64: 2**17, tf.float32: 2**19}
 _MIN_BLOCK_ROWS = 128
 
@@ -160,12 +161,15 @@ def block_rows(n_features, structure, dtype):
     building it, casting it and the two GEMMs each streamed it from memory. In
     blocks of 192 rows, whose design fits in L2, an iteration of 1e5 x 32 'full'
     took 0.20-0.23 s instead of 0.28-0.30 s in float64 and 0.19-0.21 s instead
-    of 0.22-0.24 s in float32 (warm fits, interleaved). A float32 block may be
-    four times as large (`_BLOCK_DESIGN_ELEMENTS`): a pass over 1e6 x 16, K=16
-    'full' took 0.23 s in blocks of 3392 rows against 0.28 s in blocks of 832,
-    and 1e5 x 32 0.071 s in blocks of 896 against 0.096 s in blocks of 192; the
-    same blocks in float64 changed its passes by less than the noise. 'diag' at
-    D = 16 gets 3968 rows in float64, 4096 in float32.
+    of 0.22-0.24 s in float32 (warm fits, interleaved). A Wishart's float32
+    block may be four times as large (`_BLOCK_DESIGN_ELEMENTS`): a pass over
+    1e6 x 16, K=16 'full' took 0.23 s in blocks of 3392 rows against 0.28 s in
+    blocks of 832, and 1e5 x 32 0.071 s in blocks of 896 against 0.096 s in
+    blocks of 192; the same blocks in float64 changed its passes by less than
+    the noise. The Gamma family's narrow design is not what fills a block, its
+    [K, rows] float64 temporaries are: 'diag' at D = 16 keeps 3968 rows in both
+    dtypes (a float32 pass over 1e6 x 16, K=16 took 0.107 s so, and 0.116 s in
+    blocks of 8192).
 
     Parameters
     ----------
@@ -178,7 +182,9 @@ def block_rows(n_features, structure, dtype):
     -------
     rows : scalar int32 Tensor
     """
-    budget = _BLOCK_DESIGN_ELEMENTS[dtype]
+    budget = _BLOCK_DESIGN_ELEMENTS[
+        dtype if structure.family == "wishart" else tf.float64
+    ]
     fitting = budget // _n_design(n_features, structure) // 64 * 64
     return tf.minimum(BLOCK_SIZE, tf.maximum(_MIN_BLOCK_ROWS, fitting))
 

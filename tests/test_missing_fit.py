@@ -252,6 +252,16 @@ def test_split_sorts_rows_by_number_missing_and_drops_empty_rows():
     assert split_incomplete(X[:1], np.ones(1)) is None
 
 
+def test_split_finds_no_hole_where_a_sum_overflows_to_nan():
+    # +inf + -inf is NaN: a NaN sum alone must not be read as a hole.
+    X = np.zeros((8, 2))
+    X.reshape(-1)[[0, 8]] = 1e308
+    X.reshape(-1)[[1, 9]] = -1e308
+    with np.errstate(over="ignore", invalid="ignore"):
+        assert np.isnan(np.sum(X))
+    assert split_incomplete(X, np.ones(len(X))) is None
+
+
 def test_split_groups_rows_by_pattern():
     # Rows that miss the same features share one pattern, so the missing block
     # of each precision is factored once for all of them.

@@ -45,7 +45,12 @@ BLOCK_SIZE = 4096
 # leaves fewer than _MIN_BLOCK_ROWS rows (see `block_rows`): 1 MB in float64,
 # and for a Wishart 2 MB in float32, whose faster GEMMs leave the per-block ops
 # a larger share.
-_BLOCK_DESIGN_ELEMENTS = {tf.float64: 2**17, tf.float32: 2**19}
+_BLOCK_DESIGN_ELEMENTS = {
+    ("wishart", tf.float64): 2**17,
+    ("wishart", tf.float32): 2**19,
+    ("gamma", tf.float64): 2**17,
+    ("gamma", tf.float32): 2**17,
+}
 _MIN_BLOCK_ROWS = 128
 
 # Largest tolerated rounding error of a float32 Mahalanobis term, in nats * 2.
@@ -182,9 +187,7 @@ def block_rows(n_features, structure, dtype):
     -------
     rows : scalar int32 Tensor
     """
-    budget = _BLOCK_DESIGN_ELEMENTS[
-        dtype if structure.family == "wishart" else tf.float64
-    ]
+    budget = _BLOCK_DESIGN_ELEMENTS[structure.family, dtype]
     fitting = budget // _n_design(n_features, structure) // 64 * 64
     return tf.minimum(BLOCK_SIZE, tf.maximum(_MIN_BLOCK_ROWS, fitting))
 
